@@ -1,0 +1,1 @@
+"""HTTP API (FastAPI), approval workflow and the `blueprint` command line."""

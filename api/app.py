@@ -1,0 +1,33 @@
+"""The FastAPI application factory: ``create_app(settings)`` is the real entry point."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.errors import register_error_handlers
+from api.routers import health, layers
+from layers.db import make_engine
+from layers.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application; the database engine opens in the lifespan, on ``app.state``."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.engine = make_engine(settings)
+        try:
+            yield
+        finally:
+            app.state.engine.dispose()
+
+    app = FastAPI(title="One Blueprint 一张蓝图", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    register_error_handlers(app)
+    for module in (health, layers):
+        app.include_router(module.router)
+    return app

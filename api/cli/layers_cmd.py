@@ -1,0 +1,101 @@
+"""`blueprint layers load|list|versions`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import shapely
+
+from api.cli.output import ProgressPrinter, print_json
+from layers import db, store
+from layers.catalogue import load_catalogue
+from layers.errors import InvalidInput
+from layers.ingest import load_layer
+from layers.ingest.prepare import PrepareReport, to_storage_crs
+from layers.ingest.sources import open_source, read_source
+from layers.settings import Settings
+
+
+def register(commands) -> None:
+    group = commands.add_parser("layers", help="load and list thematic layers")
+    sub = group.add_subparsers(dest="layers_command", required=True, metavar="ACTION")
+    load_p = sub.add_parser("load", help="load a plan file as a new version of a layer")
+    load_p.add_argument("path", help="GeoPackage, Shapefile (or .zip), GeoJSON, FlatGeobuf, GeoParquet, GeoTIFF")
+    load_p.add_argument("--layer", required=True, help="catalogue minor class code, e.g. 2301")
+    load_p.add_argument("--source-layer", help="layer inside a multi-layer file")
+    load_p.add_argument("--crs", help="the file's CRS when it has none (or is wrong), e.g. EPSG:4490")
+    load_p.add_argument("--coverage", help="a polygon file: the area the plan covers (default: data extent)")
+    load_p.add_argument("--valid-from", help="date the version takes effect (default: now)")
+    load_p.add_argument("--format", choices=("text", "json"), default="text")
+    load_p.set_defaults(handler=load)
+    list_p = sub.add_parser("list", help="each layer with its current version")
+    list_p.add_argument("--format", choices=("text", "json"), default="text")
+    list_p.set_defaults(handler=list_)
+    versions_p = sub.add_parser("versions", help="every version of one layer")
+    versions_p.add_argument("code")
+    versions_p.add_argument("--format", choices=("text", "json"), default="text")
+    versions_p.set_defaults(handler=versions)
+
+
+def read_coverage(path: str, srid: int) -> shapely.Geometry:
+    """The union of a polygon file's features, in the storage CRS."""
+    frame = read_source(open_source(path))
+    if frame.crs is None:
+        raise InvalidInput(f"coverage file {path} has no CRS")
+    frame = to_storage_crs(gpd.GeoDataFrame(frame), srid=srid, crs_override=None, report=PrepareReport())
+    return shapely.union_all(shapely.make_valid(frame.geometry.values))
+
+
+def load(args) -> int:
+    settings = Settings()
+    catalogue = load_catalogue()
+    catalogue.minor(args.layer)  # unknown code: fail before touching the database
+    coverage = read_coverage(args.coverage, settings.storage.storage_srid) if args.coverage else None
+    engine = db.make_engine(settings)
+    try:
+        report = load_layer(engine, settings, path=args.path, layer_code=args.layer,
+                            source_layer=args.source_layer, crs=args.crs, coverage=coverage,
+                            valid_from=args.valid_from, progress=ProgressPrinter(Path(args.path).name),
+                            catalogue=catalogue)
+    finally:
+        engine.dispose()
+    if args.format == "json":
+        print_json(report.as_dict())
+    else:
+        print(report.summary())
+    return 0
+
+
+def list_(args) -> int:
+    engine = db.make_engine(Settings(), start=False)
+    with engine.connect() as conn:
+        rows = store.list_layers(conn)
+    engine.dispose()
+    if args.format == "json":
+        print_json(rows)
+        return 0
+    loaded = [r for r in rows if r["current_version"]]
+    for row in loaded:
+        v = row["current_version"]
+        print(f"{row['code']} {row['name_zh']:<12} v{v['version']:<3} {row['feature_count']:>9,} features  "
+              f"{v['source']}  loaded {v['loaded_at'][:19]}")
+    print(f"{len(loaded)} of {len(rows)} catalogue layers loaded", file=sys.stderr)
+    return 0
+
+
+def versions(args) -> int:
+    load_catalogue().minor(args.code)
+    engine = db.make_engine(Settings(), start=False)
+    with engine.connect() as conn:
+        rows = [v.as_dict() for v in store.layer_versions(conn, args.code)]
+    engine.dispose()
+    if args.format == "json":
+        print_json(rows)
+        return 0
+    for v in rows:
+        state = "superseded" if v["superseded_at"] else "current"
+        print(f"v{v['version']:<3} {v['feature_count']:>9,} features  {v['source']}  "
+              f"valid from {v['valid_from'][:19]}  {state}  sha256 {v['checksum'][:12]}")
+    return 0

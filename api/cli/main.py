@@ -1,0 +1,48 @@
+"""The `blueprint` command line. Each command group lives in its own module with `register()`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+from api.cli import catalogue_cmd, db_cmd, layers_cmd, serve_cmd
+from layers.errors import BlueprintError
+
+COMMAND_GROUPS = (db_cmd, catalogue_cmd, layers_cmd, serve_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blueprint",
+        description="One Blueprint 一张蓝图: multi-plan integration on PostGIS",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        group.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except BlueprintError as exc:
+        print(f"blueprint: error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("blueprint: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line for the user; the trace only on request
+        if os.environ.get("BLUEPRINT_DEBUG"):
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"blueprint: internal error: {type(exc).__name__}: {first} "
+              "(set BLUEPRINT_DEBUG=1 for the trace)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Shared CLI output helpers: JSON, progress lines on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def print_json(data) -> None:
+    json.dump(data, sys.stdout, ensure_ascii=False, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+class ProgressPrinter:
+    """Prints `stage done/total` lines to stderr, at most a few per second."""
+
+    def __init__(self, label: str, *, interval: float = 0.5) -> None:
+        self.label = label
+        self.interval = interval
+        self._last = 0.0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self._last < self.interval:
+            return
+        self._last = now
+        share = f" {100 * done / total:5.1f}%" if total else ""
+        print(f"  {self.label}: {stage} {done:,}/{total:,}{share}", file=sys.stderr, flush=True)

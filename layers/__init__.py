@@ -1,0 +1,1 @@
+"""Thematic layers: the catalogue (data), the PostGIS store and ingest."""

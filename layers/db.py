@@ -1,0 +1,118 @@
+"""Connecting to PostGIS: the embedded cluster by default, ``DATABASE_URL`` when set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import sqlalchemy as sa
+from psycopg import sql
+from sqlalchemy.engine import Engine
+
+from layers import embedded, store
+from layers.errors import DatabaseUnavailable, SetupError
+from layers.settings import Settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
+
+
+def embedded_cluster(settings: Settings) -> embedded.Cluster:
+    return embedded.Cluster(settings.storage.data_dir)
+
+
+def database_url(settings: Settings, *, start: bool = True) -> str:
+    """The SQLAlchemy URL to use, starting the embedded cluster on demand."""
+    if settings.database.database_url:
+        return settings.database.database_url
+    cluster = embedded_cluster(settings)
+    if start:
+        embedded.start(cluster)
+    elif not cluster.port_file.exists():
+        raise DatabaseUnavailable("the embedded database is not set up: run `blueprint db up`")
+    return cluster.url(settings.database.embedded_database)
+
+
+def libpq_url(url: str) -> str:
+    """The same URL for psycopg (no SQLAlchemy driver suffix)."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def make_engine(settings: Settings, *, start: bool = True, **kwargs) -> Engine:
+    """An engine on the platform's database. Checks it answers, with a one-line error if not."""
+    url = database_url(settings, start=start)
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 10)
+    kwargs.setdefault("pool_pre_ping", True)
+    engine = sa.create_engine(url, **kwargs)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+    except sa.exc.OperationalError as exc:
+        engine.dispose()
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        hint = "run `blueprint db up`" if not settings.database.database_url else "check DATABASE_URL"
+        raise DatabaseUnavailable(f"database not reachable ({reason}): {hint}") from None
+    return engine
+
+
+def raw_connection(engine: Engine) -> psycopg.Connection:
+    """A plain psycopg connection from the engine's pool (for COPY)."""
+    return engine.raw_connection().driver_connection  # type: ignore[return-value]
+
+
+def _server_url(url: str) -> tuple[str, str]:
+    """(URL of the server's maintenance database, name of the database in ``url``)."""
+    parsed = sa.engine.make_url(url)
+    return parsed.set(database="postgres").render_as_string(hide_password=False), parsed.database
+
+
+def ensure_database(url: str) -> bool:
+    """Create the database named in ``url`` if it does not exist; return whether it was created."""
+    admin_url, name = _server_url(url)
+    with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            return False
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return True
+
+
+def drop_database(url: str) -> None:
+    admin_url, name = _server_url(url)
+    with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def migrate(settings: Settings, url: str | None = None) -> str:
+    """Create the database if needed, run Alembic ``upgrade head`` and mirror the catalogue.
+
+    Returns the revision the database is at.
+    """
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+
+    url = url or database_url(settings)
+    ensure_database(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["storage_srid"] = settings.storage.storage_srid
+    command.upgrade(config, "head")
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            revision = MigrationContext.configure(conn).get_current_revision()
+            srid = conn.execute(sa.text("select storage_srid from deployment")).scalar_one()
+            store.sync_catalogue(conn)
+    finally:
+        engine.dispose()
+    if srid != settings.storage.storage_srid:
+        raise SetupError(
+            f"this database stores EPSG:{srid} but BLUEPRINT_STORAGE_SRID is "
+            f"{settings.storage.storage_srid}: use a new database or the original CRS"
+        )
+    return revision or "base"
+
+
+def storage_srid(conn: sa.Connection) -> int:
+    return conn.execute(sa.text("select storage_srid from deployment")).scalar_one()

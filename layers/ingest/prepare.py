@@ -1,0 +1,226 @@
+"""Preparing a read frame for storage: CRS, geometry checks and repair, attribute validation.
+
+Each step either returns a cleaner frame and what it did, or raises ``InvalidInput`` with one line
+naming the problem. Nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from pyproj import CRS
+from pyproj.exceptions import CRSError
+
+from layers.catalogue import Attribute, Minor
+from layers.errors import InvalidInput
+
+ALLOWED_TYPES = {
+    "polygon": {"Polygon", "MultiPolygon"},
+    "line": {"LineString", "MultiLineString"},
+    "point": {"Point", "MultiPoint"},
+}
+# shapely's geometry type ids, shifted by one so that -1 (missing) indexes "Missing".
+_TYPE_NAMES = np.array(["Missing", "Point", "LineString", "LinearRing", "Polygon", "MultiPoint",
+                        "MultiLineString", "MultiPolygon", "GeometryCollection"])
+REPORT_EXAMPLES = 20  # how many repaired features the report lists by id and place
+
+
+@dataclass
+class PrepareReport:
+    source_crs: str = ""
+    reprojected: bool = False
+    repaired: int = 0
+    repairs: list[dict] = field(default_factory=list)
+    extra_attributes: list[str] = field(default_factory=list)
+
+
+def parse_crs(text: str) -> CRS:
+    try:
+        return CRS.from_user_input(text)
+    except CRSError:
+        raise InvalidInput(f"unknown CRS {text!r}; give it as EPSG:XXXX") from None
+
+
+def to_storage_crs(frame: gpd.GeoDataFrame, *, srid: int, crs_override: str | None,
+                   report: PrepareReport) -> gpd.GeoDataFrame:
+    """Put the frame in the storage CRS, transforming with pyproj where needed."""
+    if crs_override:
+        source = parse_crs(crs_override)
+        frame = frame.set_crs(source, allow_override=True)
+    elif frame.crs is None:
+        raise InvalidInput("the file has no CRS: give one with --crs EPSG:XXXX")
+    source = CRS.from_user_input(frame.crs)
+    report.source_crs = source.to_string()
+    target = CRS.from_epsg(srid)
+    if source.equals(target, ignore_axis_order=True):
+        return frame.set_crs(target, allow_override=True)
+    report.reprojected = True
+    out = frame.to_crs(target)
+    if not np.isfinite(shapely.get_coordinates(out.geometry.values)).all():
+        raise InvalidInput(f"some coordinates cannot be transformed from {report.source_crs} "
+                           f"to EPSG:{srid}: is --crs right?")
+    return out
+
+
+def check_geometries(frame: gpd.GeoDataFrame, *, minor: Minor, fids: np.ndarray,
+                     report: PrepareReport) -> np.ndarray:
+    """Validate and repair geometries; return the geometry array to store.
+
+    Empty or missing geometries and geometries of the wrong kind are errors: nothing is dropped
+    silently. Invalid geometries are repaired with ``make_valid`` and reported.
+    """
+    geoms = shapely.force_2d(np.asarray(frame.geometry.values, dtype=object))
+    missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+    if missing.any():
+        raise InvalidInput(f"{int(missing.sum())} features have no geometry "
+                           f"(fid {_examples(fids[missing])})")
+    kind_names = _TYPE_NAMES[shapely.get_type_id(geoms) + 1]
+    allowed = ALLOWED_TYPES[minor.geometry_type]
+    wrong = ~np.isin(kind_names, list(allowed))
+    invalid = np.zeros(len(geoms), dtype=bool)
+    invalid[~wrong] = ~_is_valid_threaded(geoms[~wrong])
+    if invalid.any():
+        idx = np.flatnonzero(invalid)
+        reasons = shapely.is_valid_reason(geoms[idx])
+        repaired = _polygonal_or_same(shapely.make_valid(geoms[idx]), minor.geometry_type)
+        bad = shapely.is_empty(repaired) | ~shapely.is_valid(repaired)
+        if bad.any():
+            raise InvalidInput(f"{int(bad.sum())} invalid geometries could not be repaired "
+                               f"(fid {_examples(fids[idx[bad]])})")
+        geoms = geoms.copy()
+        geoms[idx] = repaired
+        report.repaired = len(idx)
+        report.repairs = [
+            {"fid": int(fids[i]), "reason": str(reason)}
+            for i, reason in zip(idx[:REPORT_EXAMPLES], reasons[:REPORT_EXAMPLES], strict=False)
+        ]
+    if wrong.any():
+        found = sorted(set(kind_names[wrong]))
+        raise InvalidInput(f"layer {minor.code} takes {minor.geometry_type} geometries but "
+                           f"{int(wrong.sum())} features are {', '.join(found)} "
+                           f"(fid {_examples(fids[wrong])})")
+    return geoms
+
+
+
+def _is_valid_threaded(geoms: np.ndarray, threads: int = 2) -> np.ndarray:
+    """``shapely.is_valid`` over both cores (GEOS releases the GIL)."""
+    if len(geoms) < 20_000:
+        return shapely.is_valid(geoms)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return np.concatenate(list(pool.map(shapely.is_valid, np.array_split(geoms, threads * 4))))
+
+
+def _polygonal_or_same(geoms: np.ndarray, geometry_type: str) -> np.ndarray:
+    """After make_valid a polygon may become a collection with stray lines: keep its polygons."""
+    if geometry_type != "polygon":
+        return geoms
+    out = geoms.copy()
+    collections = shapely.get_type_id(out) == 7
+    for i in np.flatnonzero(collections):
+        parts = shapely.get_parts(out[i])
+        polys = parts[np.isin(shapely.get_type_id(parts), (3, 6))]
+        out[i] = shapely.union_all(polys) if len(polys) else shapely.Polygon()
+    return out
+
+
+def _examples(values: np.ndarray, n: int = 5) -> str:
+    shown = ", ".join(str(v) for v in values[:n])
+    return shown + (", …" if len(values) > n else "")
+
+
+def feature_ids(frame: gpd.GeoDataFrame) -> np.ndarray:
+    """The file's feature ids (a ``fid`` column when present, else 1..n); must be unique."""
+    column = next((c for c in frame.columns if str(c).lower() == "fid"), None)
+    if column is None:
+        return np.arange(1, len(frame) + 1, dtype=np.int64)
+    values = pd.to_numeric(frame[column], errors="coerce")
+    if values.isna().any() or (values % 1 != 0).any():
+        raise InvalidInput("the fid column holds values that are not whole numbers")
+    fids = values.to_numpy(dtype=np.int64)
+    if len(np.unique(fids)) != len(fids):
+        raise InvalidInput("the fid column repeats ids; each feature needs its own")
+    return fids
+
+
+def check_attributes(frame: pd.DataFrame, *, minor: Minor, fids: np.ndarray,
+                     report: PrepareReport) -> pd.DataFrame:
+    """Match columns to the catalogue schema (case-insensitively), check and coerce them.
+
+    Returns the attribute frame to store: catalogue attributes first, then any extra columns.
+    """
+    by_lower = {str(c).lower(): c for c in frame.columns if c != frame.geometry.name}
+    by_lower.pop("fid", None)
+    out: dict[str, pd.Series] = {}
+    for attr in minor.attributes:
+        source = by_lower.pop(attr.name.lower(), None)
+        if source is None and len(attr.name) > 10:
+            # Shapefiles (dBase) cut field names to 10 characters.
+            source = by_lower.pop(attr.name.lower()[:10], None)
+        if source is None:
+            if attr.required:
+                raise InvalidInput(f"layer {minor.code} needs attribute {attr.name!r}, "
+                                   "which the file lacks")
+            continue
+        out[attr.name] = _check_column(frame[source], attr, minor.code, fids)
+    for lower, source in by_lower.items():
+        out[lower] = frame[source]
+    report.extra_attributes = sorted(by_lower)
+    return pd.DataFrame(out, index=frame.index)
+
+
+def _check_column(series: pd.Series, attr: Attribute, code: str, fids: np.ndarray) -> pd.Series:
+    where = f"layer {code} attribute {attr.name!r}"
+    missing = series.isna().to_numpy()
+    if attr.required and missing.any():
+        raise InvalidInput(f"{where} is required but empty for {int(missing.sum())} features "
+                           f"(fid {_examples(fids[missing])})")
+    if attr.type in ("integer", "number"):
+        values = pd.to_numeric(series, errors="coerce")
+        bad = values.isna().to_numpy() & ~missing
+        if attr.type == "integer":
+            bad |= (values.notna() & (values % 1 != 0)).to_numpy()
+        if bad.any():
+            raise InvalidInput(f"{where} must be {attr.type} but {int(bad.sum())} values are not "
+                               f"(fid {_examples(fids[bad])})")
+        out_of_range = np.zeros(len(values), dtype=bool)
+        if attr.min is not None:
+            out_of_range |= (values < attr.min).fillna(False).to_numpy()
+        if attr.max is not None:
+            out_of_range |= (values > attr.max).fillna(False).to_numpy()
+        if out_of_range.any():
+            raise InvalidInput(f"{where} must lie in [{attr.min}, {attr.max}] but "
+                               f"{int(out_of_range.sum())} values do not "
+                               f"(fid {_examples(fids[out_of_range])})")
+        series = values.astype("Int64") if attr.type == "integer" else values.astype("float64")
+    elif attr.type == "date":
+        values = pd.to_datetime(series, errors="coerce")
+        bad = values.isna().to_numpy() & ~missing
+        if bad.any():
+            raise InvalidInput(f"{where} must be a date but {int(bad.sum())} values are not "
+                               f"(fid {_examples(fids[bad])})")
+        series = values.dt.strftime("%Y-%m-%d")
+    elif attr.type == "boolean":
+        series = series.astype("boolean")
+    else:
+        series = series.astype("string")
+        if attr.pattern:
+            ok = series.str.fullmatch(re.compile(attr.pattern)).fillna(True).to_numpy(dtype=bool)
+            if not ok.all():
+                raise InvalidInput(f"{where} does not match {attr.pattern} for "
+                                   f"{int((~ok).sum())} values (fid {_examples(fids[~ok])})")
+    if attr.values is not None:
+        allowed = {str(v) for v in attr.values}
+        present = series.astype("string")
+        bad = (~present.isin(allowed) & present.notna()).to_numpy(dtype=bool)
+        if bad.any():
+            found = sorted(set(present[bad].astype(str)))[:5]
+            raise InvalidInput(f"{where} has values outside its allowed list: {', '.join(found)} "
+                               f"(fid {_examples(fids[bad])})")
+    return series

@@ -1,0 +1,171 @@
+"""Reading the layer store: catalogue sync, layer listings, versions as of a date, features."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import geopandas as gpd
+import pandas as pd
+import shapely
+import sqlalchemy as sa
+
+from layers.catalogue import Catalogue, load_catalogue
+from layers.errors import NotFound
+
+
+def sync_catalogue(conn: sa.Connection, catalogue: Catalogue | None = None) -> int:
+    """Mirror the catalogue's minor classes into the ``layer`` table; return how many exist."""
+    catalogue = catalogue or load_catalogue()
+    rows = [
+        {"code": m.code, "name_zh": m.name_zh, "name_en": m.name_en, "geometry_type": m.geometry_type}
+        for m in catalogue.minors.values()
+    ]
+    conn.execute(
+        sa.text(
+            """
+            INSERT INTO layer (code, name_zh, name_en, geometry_type)
+            VALUES (:code, :name_zh, :name_en, :geometry_type)
+            ON CONFLICT (code) DO UPDATE SET name_zh = excluded.name_zh, name_en = excluded.name_en,
+                geometry_type = excluded.geometry_type
+            """
+        ),
+        rows,
+    )
+    return len(rows)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One stored version of a layer."""
+
+    id: int
+    layer_code: str
+    version: int
+    feature_count: int
+    source_name: str
+    source_checksum: str
+    loaded_at: dt.datetime
+    valid_from: dt.datetime
+    superseded_at: dt.datetime | None
+    extent: tuple[float, float, float, float] | None
+    raster_path: str | None
+
+    def as_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "layer": self.layer_code,
+            "version": self.version,
+            "feature_count": self.feature_count,
+            "source": self.source_name,
+            "checksum": self.source_checksum,
+            "loaded_at": self.loaded_at.isoformat(),
+            "valid_from": self.valid_from.isoformat(),
+            "superseded_at": self.superseded_at.isoformat() if self.superseded_at else None,
+            "extent": list(self.extent) if self.extent else None,
+            "raster_path": self.raster_path,
+        }
+
+
+_VERSION_COLUMNS = """
+    v.id, v.layer_code, v.version, v.feature_count, v.source_name, v.source_checksum,
+    v.loaded_at, v.valid_from, v.superseded_at,
+    ST_XMin(v.extent), ST_YMin(v.extent), ST_XMax(v.extent), ST_YMax(v.extent), v.raster_path
+"""
+
+
+def _version(row) -> VersionInfo:
+    extent = tuple(row[9:13]) if row[9] is not None else None
+    return VersionInfo(*row[:9], extent, row[13])
+
+
+def current_versions(conn: sa.Connection) -> dict[str, VersionInfo]:
+    """The current version of every layer that has one, by layer code."""
+    rows = conn.execute(sa.text(
+        f"SELECT {_VERSION_COLUMNS} FROM layer l JOIN layer_version v ON v.id = l.current_version_id"
+    ))
+    return {row[1]: _version(row) for row in rows}
+
+
+def versions_as_of(conn: sa.Connection, when: dt.datetime | dt.date | None) -> dict[str, VersionInfo]:
+    """The version of every layer in force at a moment (None: the current versions).
+
+    A version is in force from its ``valid_from``; the latest one valid by then wins.
+    """
+    if when is None:
+        return current_versions(conn)
+    if isinstance(when, dt.date) and not isinstance(when, dt.datetime):
+        # A date means the end of that day.
+        when = dt.datetime.combine(when, dt.time.max, tzinfo=dt.UTC)
+    rows = conn.execute(sa.text(
+        f"""
+        SELECT DISTINCT ON (v.layer_code) {_VERSION_COLUMNS}
+        FROM layer_version v
+        WHERE v.valid_from <= :when
+        ORDER BY v.layer_code, v.valid_from DESC, v.id DESC
+        """
+    ), {"when": when})
+    return {row[1]: _version(row) for row in rows}
+
+
+def layer_versions(conn: sa.Connection, code: str) -> list[VersionInfo]:
+    rows = conn.execute(sa.text(
+        f"SELECT {_VERSION_COLUMNS} FROM layer_version v WHERE v.layer_code = :code ORDER BY v.version"
+    ), {"code": code})
+    return [_version(row) for row in rows]
+
+
+def list_layers(conn: sa.Connection, catalogue: Catalogue | None = None) -> list[dict]:
+    """Every catalogue layer with its current version (or None), feature count and extent."""
+    catalogue = catalogue or load_catalogue()
+    current = current_versions(conn)
+    counts = dict(conn.execute(sa.text(
+        "SELECT layer_code, count(*) FROM layer_version GROUP BY layer_code")).all())
+    out = []
+    for minor in catalogue.minors.values():
+        version = current.get(minor.code)
+        out.append({
+            "code": minor.code,
+            "name_zh": minor.name_zh,
+            "name_en": minor.name_en,
+            "geometry_type": minor.geometry_type,
+            "control_level": minor.control_level,
+            "versions": counts.get(minor.code, 0),
+            "current_version": version.as_dict() if version else None,
+            "feature_count": version.feature_count if version else 0,
+            "extent": list(version.extent) if version and version.extent else None,
+        })
+    return out
+
+
+def read_features(conn: sa.Connection, *, version_id: int, srid: int,
+                  bbox: tuple[float, float, float, float] | None = None) -> gpd.GeoDataFrame:
+    """The features of one version as a GeoDataFrame in the storage CRS: fid, attributes, geometry."""
+    where = "version_id = :vid"
+    params: dict = {"vid": version_id}
+    if bbox is not None:
+        where += " AND geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, :srid)"
+        params.update(x0=bbox[0], y0=bbox[1], x1=bbox[2], y1=bbox[3], srid=srid)
+    rows = conn.execute(
+        sa.text(f"SELECT fid, props, ST_AsBinary(geom) FROM feature WHERE {where} ORDER BY fid"),
+        params,
+    ).all()
+    if not rows:
+        return gpd.GeoDataFrame({"fid": pd.Series([], dtype="int64")}, geometry=gpd.GeoSeries([]),
+                                crs=f"EPSG:{srid}")
+    fids, props, wkb = zip(*rows, strict=True)
+    attributes = pd.DataFrame.from_records(props)
+    frame = gpd.GeoDataFrame(attributes, geometry=shapely.from_wkb(list(wkb)), crs=f"EPSG:{srid}")
+    frame.insert(0, "fid", list(fids))
+    return frame
+
+
+def read_layer(conn: sa.Connection, code: str, *, srid: int, version_id: int | None = None,
+               bbox: tuple[float, float, float, float] | None = None) -> gpd.GeoDataFrame:
+    """The current (or a given) version of a layer as a GeoDataFrame."""
+    if version_id is None:
+        version = current_versions(conn).get(code)
+        if version is None:
+            raise NotFound(f"layer {code} has no loaded version")
+        version_id = version.id
+    return read_features(conn, version_id=version_id, srid=srid, bbox=bbox)

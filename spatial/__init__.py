@@ -1,0 +1,1 @@
+"""Spatial analysis: overlay, conflicts, blueprint, site checks, assessments, rasters."""

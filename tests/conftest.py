@@ -1,0 +1,87 @@
+"""Shared fixtures: a real PostGIS (the embedded cluster, or DATABASE_URL), migrated by Alembic.
+
+Tests get their own databases on that server so a user's data is never touched:
+``blueprint_test`` (emptied between tests that load layers) and, for tests that need the demo
+city, ``blueprint_test_demo`` (loaded once per session by tests/demo_fixture.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from layers import db
+from layers.settings import DatabaseSettings, Settings
+
+TEST_DATABASE = "blueprint_test"
+
+
+def settings_for(database: str) -> Settings:
+    """Settings pointing at a test database on the same server as the user's."""
+    base = Settings()
+    if base.database.database_url:
+        url = sa.engine.make_url(base.database.database_url).set(database=database)
+        dbs = DatabaseSettings(DATABASE_URL=url.render_as_string(hide_password=False))
+    else:
+        dbs = DatabaseSettings(BLUEPRINT_DATABASE=database)
+    return Settings(database=dbs, storage=base.storage, server=base.server)
+
+
+def fresh_database(settings: Settings) -> sa.Engine:
+    """Drop, recreate and migrate a test database; return an engine on it."""
+    url = db.database_url(settings)
+    db.drop_database(url)
+    db.migrate(settings, url)
+    return db.make_engine(settings)
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return settings_for(TEST_DATABASE)
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings) -> Iterator[sa.Engine]:
+    eng = fresh_database(settings)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def conn(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection whose transaction is rolled back after the test."""
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        yield connection
+        transaction.rollback()
+
+
+def reset_layers(engine: sa.Engine) -> None:
+    """Remove every loaded version (partitions and rows) so a test starts from no data."""
+    with engine.begin() as connection:
+        partitions = connection.execute(sa.text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'feature'"
+        )).scalars().all()
+        for name in partitions:
+            connection.execute(sa.text(f"DROP TABLE {name}"))
+        connection.execute(sa.text("UPDATE layer SET current_version_id = NULL"))
+        connection.execute(sa.text("DELETE FROM layer_version"))
+
+
+@pytest.fixture
+def empty_store(engine: sa.Engine) -> Iterator[sa.Engine]:
+    """The test database with no layer loaded, emptied again afterwards."""
+    reset_layers(engine)
+    yield engine
+    reset_layers(engine)
+
+
+def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
+    """In CI a skipped test is a failure: every test must really run."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if os.environ.get("CI") and reporter is not None and reporter.stats.get("skipped"):
+        session.exitstatus = 1

@@ -1,0 +1,37 @@
+"""The `blueprint` command line: catalogue commands and the embedded database."""
+
+import json
+import os
+import subprocess
+import sys
+
+from layers.catalogue import load_catalogue
+
+
+def run(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "api.cli.main", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+
+
+def test_catalogue_validate_and_list_json():
+    result = run("catalogue", "validate")
+    assert result.returncode == 0 and "4 major, 11 middle" in result.stdout
+    listed = run("catalogue", "list", "--format", "json")
+    assert json.loads(listed.stdout) == load_catalogue().hierarchy()
+
+
+def test_catalogue_validate_rejects_a_broken_file(tmp_path):
+    broken = tmp_path / "catalogue.yaml"
+    broken.write_text("majors: [{code: '1'}]\n")
+    result = run("catalogue", "validate", str(broken))
+    assert result.returncode == 2
+    assert result.stderr.startswith("blueprint: error: catalogue invalid") and result.stderr.count("\n") == 1
+
+
+def test_db_up_is_idempotent_and_url_is_stable(settings, engine):
+    env = {"BLUEPRINT_DATABASE": settings.database.embedded_database}
+    first = run("db", "up", env=env)
+    second = run("db", "up", env=env)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert "schema at revision" in second.stdout
+    assert run("db", "url", env=env).stdout == run("db", "url", env=env).stdout

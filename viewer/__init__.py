@@ -1,0 +1,1 @@
+"""The web map: folium pages served by the API."""
