@@ -101,7 +101,7 @@ def migrate(settings: Settings, url: str | None = None) -> str:
     engine = sa.create_engine(url)
     try:
         with engine.begin() as conn:
-            revision = MigrationContext.configure(conn).get_current_revision()
+            revision = ",".join(sorted(MigrationContext.configure(conn).get_current_heads()))
             srid = conn.execute(sa.text("select storage_srid from deployment")).scalar_one()
             store.sync_catalogue(conn)
     finally:
