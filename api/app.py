@@ -8,9 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import register_error_handlers
-from api.routers import health, layers
+from api.routers import conflicts, health, layers, sites, tiles
 from layers.db import make_engine
 from layers.settings import Settings
+from viewer import routes as viewer_routes
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -28,6 +29,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="One Blueprint 一张蓝图", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     register_error_handlers(app)
-    for module in (health, layers):
+    for module in (health, layers, conflicts, sites, tiles, viewer_routes):
         app.include_router(module.router)
     return app

@@ -1,0 +1,5 @@
+"""CLI commands (being built)."""
+
+
+def register(commands) -> None:
+    """No commands yet."""

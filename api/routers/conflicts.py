@@ -1,0 +1,5 @@
+"""HTTP routes for conflicts (being built)."""
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["conflicts"])

@@ -1,0 +1,5 @@
+"""The web map pages (being built)."""
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["viewer"])
