@@ -85,3 +85,35 @@ def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if os.environ.get("CI") and reporter is not None and reporter.stats.get("skipped"):
         session.exitstatus = 1
+
+
+DEMO_DATABASE = "blueprint_test_demo"
+
+
+class DemoCity:
+    """The demo city at scale 1, loaded through the real ingest path into its own database."""
+
+    def __init__(self, settings: Settings, engine: sa.Engine, out_dir, manifest: dict) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.out_dir = out_dir
+        self.manifest = manifest
+
+
+@pytest.fixture(scope="session")
+def demo_city() -> Iterator[DemoCity]:
+    """Generate (cached in the data folder: generation is deterministic) and load the demo city."""
+    import json
+
+    from layers.demo import generate_city
+    from layers.demo.load import load_demo
+
+    demo_settings = settings_for(DEMO_DATABASE)
+    out_dir = demo_settings.storage.data_dir / "demo" / "scale1-seed0"
+    if not (out_dir / "manifest.json").exists():
+        generate_city(out_dir, scale=1, seed=0)
+    eng = fresh_database(demo_settings)
+    load_demo(eng, demo_settings, out_dir)
+    manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
+    yield DemoCity(demo_settings, eng, out_dir, manifest)
+    eng.dispose()
