@@ -11,6 +11,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 
 demo: install
 	$(BP) db up
+	$(BP) demo
 	$(BP) serve
 
 test: install
@@ -25,13 +26,14 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# PostgreSQL 15 + PostGIS 3 for the embedded database, Chromium for the browser tests.
+# PostgreSQL 15 + PostGIS 3 for the embedded database, Chromium and a CJK font for the browser tests.
 system-deps:
 	@missing=""; \
 	sharedir=$$( (pg_config --sharedir || /usr/lib/postgresql/15/bin/pg_config --sharedir) 2>/dev/null ); \
 	[ -f "$${sharedir:-/usr/share/postgresql/15}/extension/postgis.control" ] || missing="$$missing postgresql-15-postgis-3"; \
 	[ -x /usr/lib/postgresql/15/bin/pg_ctl ] || command -v pg_ctl >/dev/null || missing="$$missing postgresql-15"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	[ -n "$$(ls /usr/share/fonts/truetype/wqy 2>/dev/null)" ] || missing="$$missing fonts-wqy-microhei"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian packages:$$missing"; \

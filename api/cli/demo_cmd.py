@@ -40,6 +40,17 @@ def register(commands) -> None:
     demo.set_defaults(handler=run)
 
 
+def _cached_manifest(out_dir):
+    """The manifest of an earlier generation by the same generator version (output is deterministic)."""
+    from layers.demo import Manifest
+    from layers.demo.generate import GENERATOR_VERSION
+
+    if not (out_dir / "manifest.json").exists():
+        return None
+    manifest = Manifest.read(out_dir)
+    return manifest if GENERATOR_VERSION in manifest.sources.get("generator", "") else None
+
+
 def run(args) -> int:
     try:
         from layers.demo import generate_city
@@ -51,19 +62,24 @@ def run(args) -> int:
     out_dir = settings.storage.data_dir / "demo" / f"scale{args.scale}-seed{args.seed}"
     started = time.perf_counter()
     print(f"generating the Jinan demo city (scale {args.scale}, seed {args.seed}) in {out_dir}", file=sys.stderr)
-    try:
-        manifest = generate_city(out_dir, scale=args.scale, seed=args.seed,
-                                 progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
-    except FileNotFoundError as exc:
-        raise SetupError(f"demo input data not found ({exc.filename}): run `make install`") from None
+    manifest = _cached_manifest(out_dir)
+    if manifest is None:
+        try:
+            manifest = generate_city(out_dir, scale=args.scale, seed=args.seed,
+                                     progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
+        except FileNotFoundError as exc:
+            raise SetupError(f"demo input data not found ({exc.filename}): run `make install`") from None
     generated = time.perf_counter() - started
-    print(f"loading {len(manifest.layers) if hasattr(manifest, 'layers') else ''} layers", file=sys.stderr)
+    print(f"generated {len(manifest.layers)} vector layers ({manifest.feature_count:,} features) and "
+          f"{len(manifest.rasters)} rasters in {generated:.1f} s; loading", file=sys.stderr)
     loaded = load_demo(engine, settings, out_dir,
                        progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
     engine.dispose()
     if not loaded.reports:
         raise InvalidInput("the generator wrote no layers")
-    print(f"demo city loaded: {len(loaded.reports)} layers, {loaded.features:,} features; "
+    fresh = sum(not r.unchanged for r in loaded.reports)
+    print(f"demo city loaded: {len(loaded.reports)} layers ({fresh} new versions, "
+          f"{len(loaded.reports) - fresh} unchanged), {loaded.features:,} features; "
           f"generated in {generated:.1f} s, loaded in {loaded.seconds:.1f} s; "
           f"manifest {out_dir / 'manifest.json'}")
     return 0

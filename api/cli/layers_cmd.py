@@ -28,6 +28,7 @@ def register(commands) -> None:
     load_p.add_argument("--crs", help="the file's CRS when it has none (or is wrong), e.g. EPSG:4490")
     load_p.add_argument("--coverage", help="a polygon file: the area the plan covers (default: data extent)")
     load_p.add_argument("--valid-from", help="date the version takes effect (default: now)")
+    load_p.add_argument("--force", action="store_true", help="load even if the file equals the current source")
     load_p.add_argument("--format", choices=("text", "json"), default="text")
     load_p.set_defaults(handler=load)
     list_p = sub.add_parser("list", help="each layer with its current version")
@@ -58,7 +59,7 @@ def load(args) -> int:
         report = load_layer(engine, settings, path=args.path, layer_code=args.layer,
                             source_layer=args.source_layer, crs=args.crs, coverage=coverage,
                             valid_from=args.valid_from, progress=ProgressPrinter(Path(args.path).name),
-                            catalogue=catalogue)
+                            catalogue=catalogue, force=args.force)
     finally:
         engine.dispose()
     if args.format == "json":

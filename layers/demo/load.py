@@ -59,7 +59,8 @@ def load_demo(engine: Engine, settings: Settings, out_dir: Path, *,
         for done, report in enumerate(pool.map(load_one, files), start=1):
             result.reports.append(report)
             if progress:
+                state = "unchanged" if report.unchanged else f"{sum(report.timings.values()):.1f} s"
                 progress(f"[{done}/{len(files)}] layer {report.layer_code}: {report.features:,} features "
-                         f"v{report.version} ({sum(report.timings.values()):.1f} s)")
+                         f"v{report.version} ({state})")
     result.seconds = time.perf_counter() - started
     return result

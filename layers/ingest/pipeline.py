@@ -15,6 +15,7 @@ from pyproj import CRS, Transformer
 from rasterio.errors import RasterioIOError
 from sqlalchemy.engine import Engine
 
+from layers import store
 from layers.catalogue import Catalogue, Minor, load_catalogue
 from layers.errors import InvalidInput
 from layers.ingest.prepare import (
@@ -46,11 +47,15 @@ class LoadReport:
     repairs: list[dict] = field(default_factory=list)
     extra_attributes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    unchanged: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     def summary(self) -> str:
+        if self.unchanged:
+            return (f"layer {self.layer_code} unchanged: {self.source} is the source of the current version "
+                    f"v{self.version} ({self.features:,} features); use --force to load it again")
         total = sum(self.timings.values())
         rate = self.features / total if total else 0.0
         text = (f"layer {self.layer_code} v{self.version}: {self.features:,} features from "
@@ -66,7 +71,8 @@ class LoadReport:
 def load_layer(engine: Engine, settings: Settings, *, path: str | Path, layer_code: str,
                source_layer: str | None = None, crs: str | None = None,
                coverage: shapely.Geometry | None = None, valid_from: str | None = None,
-               progress: Progress | None = None, catalogue: Catalogue | None = None) -> LoadReport:
+               progress: Progress | None = None, catalogue: Catalogue | None = None,
+               force: bool = False) -> LoadReport:
     """Load one plan file as a new, current version of a catalogue layer.
 
     Parameters
@@ -76,6 +82,8 @@ def load_layer(engine: Engine, settings: Settings, *, path: str | Path, layer_co
     layer_code : the catalogue's minor class code, e.g. ``"2301"``.
     coverage : the area the plan covers, in the storage CRS; default the data's extent. A query
         outside it answers "unknown".
+    force : load even when the file is byte-identical to the current version's source (by default
+        that is reported as unchanged and no version is made).
 
     Raises
     ------
@@ -90,10 +98,14 @@ def load_layer(engine: Engine, settings: Settings, *, path: str | Path, layer_co
     """
     minor = (catalogue or load_catalogue()).minor(layer_code)
     if minor.geometry_type == "raster":
-        return load_raster(engine, settings, path=path, minor=minor, crs=crs, valid_from=valid_from)
+        return load_raster(engine, settings, path=path, minor=minor, crs=crs, valid_from=valid_from, force=force)
     timings: dict[str, float] = {}
     started = time.perf_counter()
     source = open_source(path)
+    if not force:
+        unchanged = _unchanged_report(engine, minor.code, source.checksum, source.path.name)
+        if unchanged is not None:
+            return unchanged
     frame = read_source(source, source_layer=source_layer)
     timings["read"] = time.perf_counter() - started
     if progress:
@@ -101,6 +113,16 @@ def load_layer(engine: Engine, settings: Settings, *, path: str | Path, layer_co
     return load_frame(engine, settings, frame, minor=minor, source_name=source.path.name,
                       checksum=source.checksum, crs=crs, coverage=coverage, valid_from=valid_from,
                       progress=progress, timings=timings)
+
+
+def _unchanged_report(engine: Engine, code: str, checksum: str, source_name: str) -> LoadReport | None:
+    with engine.connect() as conn:
+        current = store.current_versions(conn).get(code)
+    if current is None or current.source_checksum != checksum:
+        return None
+    return LoadReport(layer_code=code, version=current.version, version_id=current.id, source=source_name,
+                      checksum=checksum, features=current.feature_count, source_crs="", reprojected=False,
+                      repaired=0, unchanged=True)
 
 
 def load_frame(engine: Engine, settings: Settings, frame: gpd.GeoDataFrame, *, minor: Minor,
@@ -159,10 +181,15 @@ def _coverage_wkb(coverage: shapely.Geometry | None) -> bytes | None:
 
 
 def load_raster(engine: Engine, settings: Settings, *, path: str | Path, minor: Minor,
-                crs: str | None = None, valid_from: str | None = None) -> LoadReport:
+                crs: str | None = None, valid_from: str | None = None, force: bool = False) -> LoadReport:
     """Register a GeoTIFF/COG as a new version of a raster layer (the file is copied in)."""
     started = time.perf_counter()
     source = open_source_raster(path)
+    checksum = file_sha256(source)
+    if not force:
+        unchanged = _unchanged_report(engine, minor.code, checksum, source.name)
+        if unchanged is not None:
+            return unchanged
     try:
         with rasterio.open(source) as ds:
             raster_crs = CRS.from_user_input(crs) if crs else (CRS(ds.crs.to_wkt()) if ds.crs else None)
@@ -177,7 +204,6 @@ def load_raster(engine: Engine, settings: Settings, *, path: str | Path, minor: 
     srid = settings.storage.storage_srid
     to_storage = Transformer.from_crs(raster_crs, CRS.from_epsg(srid), always_xy=True)
     extent = shapely.box(*to_storage.transform_bounds(*bounds))
-    checksum = file_sha256(source)
     settings.storage.raster_dir.mkdir(parents=True, exist_ok=True)
     target = settings.storage.raster_dir / f"{minor.code}-{checksum[:16]}.tif"
     shutil.copyfile(source, target)

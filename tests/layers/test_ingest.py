@@ -234,3 +234,13 @@ def test_cli_bad_input_is_one_line_and_nonzero(settings, tmp_path):
                              "--layer", "2301"], env=env, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "no such file" in result.stderr
+
+
+def test_reloading_the_same_file_is_unchanged_unless_forced(empty_store, settings, tmp_path):
+    path = write(redline_frame(6), tmp_path / "same.gpkg")
+    first = load_layer(empty_store, settings, path=path, layer_code="2301")
+    again = load_layer(empty_store, settings, path=path, layer_code="2301")
+    forced = load_layer(empty_store, settings, path=path, layer_code="2301", force=True)
+    assert not first.unchanged and again.unchanged and again.version_id == first.version_id
+    assert "unchanged" in again.summary()
+    assert forced.version == 2 and not forced.unchanged
