@@ -1,5 +1,202 @@
-"""HTTP routes for tiles (being built)."""
+"""Vector tiles and feature look-ups for the web map.
 
-from fastapi import APIRouter
+``GET /tiles/{layer}/{z}/{x}/{y}.pbf``: a Mapbox vector tile of the layer's current version.
+``GET /api/v1/layers/{code}/features``: features at a point, by fid or in a box, as GeoJSON (EPSG:4326).
 
-router = APIRouter(tags=["tiles"])
+Tiles are served by an ``async`` endpoint on a pool of autocommit psycopg connections opened in this
+router's lifespan: no worker-thread hop, no BEGIN/ROLLBACK or ping round trips per tile — just the
+version look-up and the tile query, which matters when a tile itself takes a millisecond or two.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import psycopg
+import sqlalchemy as sa
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from api.deps import CatalogueDep, ConnDep, SettingsDep
+from layers.catalogue import Catalogue, Minor, load_catalogue
+from layers.db import database_url, libpq_url
+from layers.errors import DatabaseUnavailable, InvalidInput, NotFound
+from viewer.tiles import InvalidTile, check_address, tile_query
+
+log = logging.getLogger("blueprint.tiles")
+
+MVT = "application/vnd.mapbox-vector-tile"
+TILE_REVISION = 1
+"""Bump when the tile encoding changes so cached tiles are not reused."""
+POOL_SIZE = 8
+_INT = re.compile(r"^[0-9]{1,8}$")
+_VERSION_SQL = (
+    "SELECT l.current_version_id, v.report -> 'extra_attributes' FROM layer l "
+    "JOIN layer_version v ON v.id = l.current_version_id WHERE l.code = %s"
+)
+
+
+@asynccontextmanager
+async def tile_pool(app: FastAPI) -> AsyncIterator[None]:
+    """Open the tile connection pool with the application, close it with it."""
+    pool = AsyncConnectionPool(libpq_url(database_url(app.state.settings)), min_size=1, max_size=POOL_SIZE,
+                               kwargs={"autocommit": True}, timeout=10, open=False, name="tiles")
+    await pool.open(wait=False)
+    app.state.tile_pool = pool
+    try:
+        yield
+    finally:
+        await pool.close()
+
+
+router = APIRouter(tags=["tiles"], lifespan=tile_pool)
+
+
+def vector_minor(catalogue: Catalogue, code: str) -> Minor:
+    """The catalogue class of a vector layer, or NotFound (unknown code, raster layer)."""
+    minor = catalogue.minor(code)
+    if minor.geometry_type == "raster":
+        raise NotFound(f"layer {code} is a raster layer: it has no vector tiles or features")
+    return minor
+
+
+def _version(row, code: str) -> tuple[int, list[str] | None]:
+    """(current version id, attributes kept beyond the catalogue or None if not recorded)."""
+    if row is None:
+        raise NotFound(f"layer {code} has no loaded version")
+    extra = row[1] if isinstance(row[1], list) and all(isinstance(k, str) for k in row[1]) else None
+    return int(row[0]), extra
+
+
+def _tile_number(name: str, text: str) -> int:
+    if not _INT.match(text):
+        raise InvalidTile(f"tile {name} must be a non-negative integer, not {text[:20]!r}")
+    return int(text)
+
+
+@router.get(
+    "/tiles/{layer}/{z}/{x}/{y}.pbf",
+    response_class=Response,
+    responses={200: {"content": {MVT: {}}}, 204: {"description": "no feature in this tile"}},
+)
+async def tile(layer: str, z: str, x: str, y: str, request: Request,
+               v: Annotated[int | None, Query(description="the version id the client expects (long caching)")] = None,
+               ) -> Response:
+    """One vector tile of a layer's current version (one MVT layer named by the layer code).
+
+    Features carry ``fid`` as the tile feature id and the catalogue attributes. A tile holds at most
+    ``BLUEPRINT_TILE_FEATURE_LIMIT`` features. The ETag is the version id: a reload after a new
+    version is loaded fetches new tiles, otherwise answers 304. With ``?v=<current version id>``
+    the tile is cacheable for a day (the viewer puts the version in its tile URLs).
+    """
+    zi, xi, yi = _tile_number("z", z), _tile_number("x", x), _tile_number("y", y)
+    check_address(zi, xi, yi)
+    minor = vector_minor(load_catalogue(), layer)
+    settings = request.app.state.settings
+    pool: AsyncConnectionPool | None = getattr(request.app.state, "tile_pool", None)
+    if pool is None:
+        raise DatabaseUnavailable("the tile service is not started (the application lifespan did not run)")
+    try:
+        async with pool.connection() as conn:
+            cursor = await conn.execute(_VERSION_SQL, (minor.code,))
+            version_id, extra = _version(await cursor.fetchone(), minor.code)
+            etag = f'"{version_id}.{TILE_REVISION}"'
+            headers = {"ETag": etag, "Cache-Control": "public, max-age=86400, immutable" if v == version_id
+                       else "public, max-age=0, must-revalidate"}
+            if etag in request.headers.get("if-none-match", ""):
+                return Response(status_code=304, headers=headers)
+            query = tile_query(minor, version_id=version_id, z=zi, x=xi, y=yi, extra=extra,
+                               srid=settings.storage.storage_srid, limit=settings.server.tile_feature_limit)
+            row = await (await conn.execute(*query)).fetchone() if query else None
+    except (PoolTimeout, psycopg.OperationalError) as exc:
+        log.warning("tile %s/%s/%s/%s: %s", layer, z, x, y, exc)
+        raise DatabaseUnavailable("the database did not answer the tile request; try again") from None
+    data = bytes(row[0]) if row and row[0] is not None else b""
+    if not data:
+        return Response(status_code=204, headers=headers)
+    return Response(data, media_type=MVT, headers=headers)
+
+
+def _parse_fids(text: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(re.fullmatch(r"-?[0-9]{1,18}", p) for p in parts):
+        raise InvalidInput("fid must be a comma-separated list of integers")
+    if len(parts) > 1000:
+        raise InvalidInput("at most 1000 fids per request")
+    return [int(p) for p in parts]
+
+
+def _parse_bbox(text: str) -> tuple[float, float, float, float]:
+    try:
+        x0, y0, x1, y1 = (float(p) for p in text.split(","))
+    except ValueError:
+        raise InvalidInput("bbox must be minlon,minlat,maxlon,maxlat (EPSG:4326)") from None
+    if not (-180 <= x0 < x1 <= 180 and -90 <= y0 < y1 <= 90):
+        raise InvalidInput("bbox must be minlon,minlat,maxlon,maxlat with min < max, in degrees")
+    return x0, y0, x1, y1
+
+
+@router.get("/api/v1/layers/{code}/features")
+def layer_features(
+    code: str, conn: ConnDep, settings: SettingsDep, catalogue: CatalogueDep,
+    lon: Annotated[float | None, Query(ge=-180, le=180)] = None,
+    lat: Annotated[float | None, Query(ge=-90, le=90)] = None,
+    tolerance_m: Annotated[float, Query(ge=0, le=5000, description="search radius around lon/lat")] = 0.0,
+    fid: Annotated[str | None, Query(description="comma-separated feature ids")] = None,
+    bbox: Annotated[str | None, Query(description="minlon,minlat,maxlon,maxlat")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    geometry: bool = True,
+) -> JSONResponse:
+    """Features of a layer's current version as a GeoJSON FeatureCollection (EPSG:4326).
+
+    At most one selector: ``lon``+``lat`` (features within ``tolerance_m`` of the point, nearest
+    first), ``fid`` (those features) or ``bbox``; with none, the first ``limit`` features by fid.
+    ``geometry=false`` leaves geometries out (attribute look-ups).
+    """
+    minor = vector_minor(catalogue, code)
+    srid = settings.storage.storage_srid
+    if (lon is None) != (lat is None):
+        raise InvalidInput("give both lon and lat, or neither")
+    selectors = [s for s in (lon is not None, fid is not None, bbox is not None) if s]
+    if len(selectors) > 1:
+        raise InvalidInput("give one of lon/lat, fid or bbox")
+    version_id = conn.execute(sa.text("SELECT current_version_id FROM layer WHERE code = :c"),
+                              {"c": minor.code}).scalar()
+    if version_id is None:
+        raise NotFound(f"layer {minor.code} has no loaded version")
+    params: dict = {"limit": limit, "srid": srid}
+    where, order = "", "fid"
+    if lon is not None:
+        params.update(lon=lon, lat=lat, tol=tolerance_m)
+        point = "ST_Transform(ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), :srid)"
+        where = f"AND ST_DWithin(geom, {point}, :tol)"
+        order = f"ST_Distance(geom, {point}), fid"
+    elif fid is not None:
+        params["fids"] = _parse_fids(fid)
+        where = "AND fid = ANY(:fids)"
+    elif bbox is not None:
+        params.update(zip(("x0", "y0", "x1", "y1"), _parse_bbox(bbox), strict=True))
+        where = "AND geom && ST_Transform(ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326), :srid)"
+    geom_sql = "ST_AsGeoJSON(ST_Transform(geom, 4326), 7)" if geometry else "NULL"
+    rows = conn.execute(sa.text(
+        f"SELECT fid, props, {geom_sql} FROM feature WHERE version_id = {int(version_id)} {where} "
+        f"ORDER BY {order} LIMIT :limit"
+    ), params).all()
+    features = [
+        {"type": "Feature", "id": row[0], "properties": {"fid": row[0], **row[1]},
+         "geometry": json.loads(row[2]) if row[2] else None}
+        for row in rows
+    ]
+    return JSONResponse({
+        "type": "FeatureCollection",
+        "layer": {"code": minor.code, "name_zh": minor.name_zh, "name_en": minor.name_en,
+                  "geometry_type": minor.geometry_type, "version_id": int(version_id)},
+        "number_returned": len(features),
+        "features": features,
+    })

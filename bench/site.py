@@ -1,0 +1,293 @@
+"""Site-check benchmark: HTTP latency (p50/p95/p99) with one client and throughput with four.
+
+    .venv/bin/python bench/site.py [--data demo|synthetic] [--workers 2] [--seconds 20]
+
+Loads the demo city at scale 10 (or, when the demo generator is unavailable, the synthetic city of
+bench/site_city.py with the same number of features) into its own database
+``blueprint_bench_site`` once, serves it with ``blueprint serve --workers N`` as a user would, and
+sends ~1 ha sites in EPSG:4326 from plain keep-alive HTTP clients. Targets (issue 5): p50 ≤ 10 ms,
+p99 ≤ 25 ms with one client; ≥ 150 requests/s with four clients, on 2 cores.
+Results go to bench/results/site.json, with the machine's load average (the bench shares it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import shapely
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from layers import db  # noqa: E402
+from layers.settings import DatabaseSettings, Settings  # noqa: E402
+
+DATABASE = "blueprint_bench_site"
+TARGETS = {"p50_ms": 10.0, "p99_ms": 25.0, "rps_4_clients": 150.0}
+
+
+def bench_settings() -> Settings:
+    base = Settings()
+    if base.database.database_url:
+        url = sa.engine.make_url(base.database.database_url).set(database=DATABASE)
+        dbs = DatabaseSettings(DATABASE_URL=url.render_as_string(hide_password=False))
+    else:
+        dbs = DatabaseSettings(BLUEPRINT_DATABASE=DATABASE)
+    return Settings(database=dbs, storage=base.storage, server=base.server)
+
+
+def loaded_counts(engine) -> tuple[int, int, int, str | None]:
+    """(features, vector layers, raster layers) of the current versions, and their data set."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT v.feature_count, v.source_name, v.raster_path IS NOT NULL FROM layer l"
+            " JOIN layer_version v ON v.id = l.current_version_id")).all()
+    vector = [r for r in rows if not r[2]]
+    if not vector:
+        return 0, 0, 0, None
+    kind = "synthetic" if any(r[1].startswith("bench-site-city") for r in vector) else "demo"
+    return sum(r[0] for r in vector), len(vector), len(rows) - len(vector), kind
+
+
+def prepare(settings: Settings, data: str, scale: int, reload: bool) -> dict:
+    """Load the data set once (kept between runs); returns its description."""
+    url = db.database_url(settings)
+    db.ensure_database(url)
+    engine = db.make_engine(settings)
+    try:
+        db.migrate(settings, url)
+        features, layers, rasters, kind = loaded_counts(engine)
+        if reload or kind != data or features < 1_000_000:
+            engine.dispose()
+            db.drop_database(url)
+            db.migrate(settings, url)
+            engine = db.make_engine(settings)
+            started = time.perf_counter()
+            if data == "demo":
+                from layers.demo import generate_city
+                from layers.demo.load import load_demo
+
+                out_dir = settings.storage.data_dir / "demo" / f"scale{scale}-seed0"
+                if not (out_dir / "manifest.json").exists():
+                    generate_city(out_dir, scale=scale, seed=0, progress=lambda m: print(f"  {m}", flush=True))
+                load_demo(engine, settings, out_dir, progress=lambda m: print(f"  {m}", flush=True))
+            else:
+                from bench.site_city import load_city
+
+                folder = settings.storage.data_dir / "bench-site-city"
+                folder.mkdir(parents=True, exist_ok=True)
+                load_city(engine, settings, folder, progress=lambda m: print(f"  {m}", flush=True))
+            print(f"loaded {data} data in {time.perf_counter() - started:.0f} s", flush=True)
+            features, layers, rasters, kind = loaded_counts(engine)
+        with engine.connect() as conn:
+            extent = conn.execute(sa.text(
+                "SELECT ST_AsBinary(ST_Union(coverage)) FROM layer l"
+                " JOIN layer_version v ON v.id = l.current_version_id"
+                " WHERE l.code = '2203'")).scalar_one()
+            conn.execute(sa.text("TRUNCATE site_check"))
+            conn.commit()
+    finally:
+        engine.dispose()
+    return {"dataset": kind, "scale": scale if kind == "demo" else None, "features": features,
+            "vector_layers": layers, "raster_layers": rasters, "city": shapely.from_wkb(extent)}
+
+
+def sites(city: shapely.Geometry, n: int, seed: int = 7) -> list[bytes]:
+    """n request bodies: ~1 ha squares at random angles inside the city, in EPSG:4326."""
+    from pyproj import Transformer
+
+    to_lonlat = Transformer.from_crs(4548, 4326, always_xy=True)
+    rng = np.random.default_rng(seed)
+    x0, y0, x1, y1 = city.bounds
+    bodies = []
+    while len(bodies) < n:
+        cx, cy = rng.uniform((x0, y0), (x1, y1))
+        square = shapely.affinity.rotate(shapely.box(cx - 50, cy - 50, cx + 50, cy + 50), rng.uniform(0, 90))
+        if not city.contains(square):
+            continue
+        ring = [list(to_lonlat.transform(x, y)) for x, y in square.exterior.coords]
+        bodies.append(json.dumps({"geometry": {"type": "Polygon", "coordinates": [ring]}}).encode())
+    return bodies
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection (reopened if the server closed an idle one)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def post(self, body: bytes) -> tuple[int, bytes]:
+        for attempt in (1, 2):
+            try:
+                self.conn.request("POST", "/api/v1/sites/check", body=body,
+                                  headers={"Content-Type": "application/json"})
+                response = self.conn.getresponse()
+                return response.status, response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.conn.close()
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def start_server(settings: Settings, port: int, workers: int) -> subprocess.Popen:
+    env = {**os.environ, "BLUEPRINT_DATABASE": settings.database.embedded_database}
+    if settings.database.database_url:
+        env["DATABASE_URL"] = settings.database.database_url
+    proc = subprocess.Popen([sys.executable, "-m", "api.cli.main", "serve", "--port", str(port), "--workers",
+                             str(workers)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/api/v1/health")
+            if conn.getresponse().status == 200:
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"server did not start: {proc.stderr.read().decode()[-2000:]}")
+
+
+def percentiles(ms: list[float]) -> dict:
+    a = np.asarray(ms)
+    out = {"n": len(a)}
+    for p in (50, 95, 99):
+        out[f"p{p}_ms"] = round(float(np.percentile(a, p)), 2)
+    return {**out, "mean_ms": round(float(a.mean()), 2), "max_ms": round(float(a.max()), 2)}
+
+
+def one_client(port: int, bodies: list[bytes], n: int) -> tuple[dict, dict]:
+    client, ms, stages = Client(port), [], {}
+    for i in range(n):
+        started = time.perf_counter()
+        status, payload = client.post(bodies[i % len(bodies)])
+        ms.append((time.perf_counter() - started) * 1000)
+        if status != 200:
+            raise SystemExit(f"HTTP {status}: {payload[:300]!r}")
+        for key, value in json.loads(payload)["timings_ms"].items():
+            stages.setdefault(key, []).append(value)
+    return percentiles(ms), {k: round(float(np.median(v)), 3) for k, v in stages.items()}
+
+
+def many_clients(port: int, bodies: list[bytes], clients: int, seconds: float) -> dict:
+    ms: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[str] = []
+    stop = time.perf_counter() + seconds
+
+    def work(k: int) -> None:
+        client, i = Client(port), k * 997
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            status, payload = client.post(bodies[i % len(bodies)])
+            ms[k].append((time.perf_counter() - started) * 1000)
+            i += 1
+            if status != 200:
+                errors.append(f"HTTP {status}: {payload[:200]!r}")
+                return
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise SystemExit(errors[0])
+    flat = [x for part in ms for x in part]
+    return {"clients": clients, "seconds": round(elapsed, 2), "requests": len(flat),
+            "rps": round(len(flat) / elapsed, 1), **percentiles(flat)}
+
+
+def summarise(runs: list[dict]) -> tuple[dict, dict, dict]:
+    """Each figure's median over the runs (not the best run: the machine may be shared)."""
+    def med(part: str) -> dict:
+        keys = runs[0][part]
+        return {k: float(np.median([r[part][k] for r in runs])) if isinstance(keys[k], int | float) else keys[k]
+                for k in keys}
+    return med("one_client"), med("server_stages_median_ms"), med("four_clients")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=("demo", "synthetic"), help="default: demo when it can be generated")
+    parser.add_argument("--scale", type=int, default=10)
+    parser.add_argument("--reload", action="store_true", help="reload the data even if already loaded")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--requests", type=int, default=2000, help="sequential requests with one client")
+    parser.add_argument("--seconds", type=float, default=20.0, help="duration of the four-client run")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="measure this many times; the summary is the median run (the machine may be shared)")
+    parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "site.json"))
+    args = parser.parse_args()
+    data = args.data
+    if data is None:
+        try:
+            from layers.demo import generate_city  # noqa: F401
+
+            data = "demo"
+        except ImportError:
+            data = "synthetic"
+            print("the demo generator is not available: using the synthetic city (bench/site_city.py)", flush=True)
+    settings = bench_settings()
+    info = prepare(settings, data, args.scale, args.reload)
+    print(f"{info['dataset']} data: {info['features']:,} features in {info['vector_layers']} vector and "
+          f"{info['raster_layers']} raster layers", flush=True)
+    bodies = sites(info["city"], 1000)
+    load_before = os.getloadavg()
+    server = start_server(settings, args.port, args.workers)
+    runs = []
+    try:
+        many_clients(args.port, bodies, 4, 3.0)  # warm up every worker, connection and statement cache
+        for k in range(args.runs):
+            single, stages = one_client(args.port, bodies, args.requests)
+            print(f"run {k + 1}, 1 client:  p50 {single['p50_ms']} ms, p95 {single['p95_ms']} ms, p99 "
+                  f"{single['p99_ms']} ms ({single['n']} requests); server stages (median ms) {stages}", flush=True)
+            concurrent = many_clients(args.port, bodies, 4, args.seconds)
+            print(f"run {k + 1}, 4 clients: {concurrent['rps']} requests/s, p50 {concurrent['p50_ms']} ms, "
+                  f"p99 {concurrent['p99_ms']} ms ({concurrent['requests']} requests)", flush=True)
+            runs.append({"one_client": single, "server_stages_median_ms": stages, "four_clients": concurrent,
+                         "load_average": [round(x, 2) for x in os.getloadavg()]})
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    load_after = os.getloadavg()
+    single, stages, concurrent = summarise(runs)
+    result = {
+        "benchmark": "site check, POST /api/v1/sites/check, ~1 ha sites in EPSG:4326",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "load_average_before": [round(x, 2) for x in load_before],
+                    "load_average_after": [round(x, 2) for x in load_after]},
+        "data": {k: v for k, v in info.items() if k != "city"},
+        "server": {"command": f"blueprint serve --workers {args.workers}", "workers": args.workers},
+        "summary": "each figure is the median of that figure over the runs",
+        "one_client": single, "server_stages_median_ms": stages, "four_clients": concurrent,
+        "runs": runs,
+        "targets": TARGETS,
+        "met": {"p50": single["p50_ms"] <= TARGETS["p50_ms"], "p99": single["p99_ms"] <= TARGETS["p99_ms"],
+                "rps": concurrent["rps"] >= TARGETS["rps_4_clients"]},
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {args.output}: targets met {result['met']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

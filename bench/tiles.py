@@ -1,0 +1,324 @@
+"""Vector tiles: One Blueprint's /tiles endpoint against tipg on the same table, the same tiles.
+
+    .venv/bin/python bench/tiles.py [--features 1000000] [--per-zoom 40] [--rounds 3]
+
+One run: a synthetic cadastral layer (1203, default one million parcels of ~10 vertices over a
+100 km square near Jinan) is loaded once into its own database through ``load_frame`` (reused when
+already there); tipg serves a view of that layer's current partition. Each engine runs alone as a
+uvicorn process on the loopback (one worker each, both on TCP to PostgreSQL, same per-tile feature
+cap, no compression asked), gets the same fixed list of z/x/y at z10–z14 (a seeded sample of the
+tiles over the data), a warm-up pass, then for each zoom ``--rounds`` passes by one client and by
+four concurrent clients. Phases are bounded in time. Writes bench/results/tiles.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import math
+import os
+import platform
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import mapbox_vector_tile
+import numpy as np
+import shapely
+import sqlalchemy as sa
+from pyproj import Transformer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from layers import db  # noqa: E402
+from layers.catalogue import load_catalogue  # noqa: E402
+from layers.ingest import load_frame  # noqa: E402
+from layers.settings import DatabaseSettings, Settings  # noqa: E402
+
+DATABASE = "blueprint_bench_tiles"
+LAYER = "1203"
+ZOOMS = (10, 11, 12, 13, 14)
+CLIENTS = 4
+PHASE_SECONDS = 30.0
+X0, Y0 = 470_000.0, 3_990_000.0  # south-west corner of the data, EPSG:4548 (Jinan)
+
+
+def bench_settings() -> Settings:
+    """Settings on a database of its own on the platform's server, reached over TCP loopback."""
+    base = Settings()
+    url = sa.engine.make_url(db.database_url(base)).set(database=DATABASE)
+    if url.host is None:  # the embedded cluster: its socket URL → the same server on 127.0.0.1
+        port = int(url.query["port"])
+        url = url.set(host="127.0.0.1", port=port, query={})
+    return Settings(database=DatabaseSettings(DATABASE_URL=url.render_as_string(hide_password=False)),
+                    storage=base.storage, server=base.server)
+
+
+def parcels(n: int, seed: int) -> gpd.GeoDataFrame:
+    """n jittered 10-vertex parcels on a square grid of 100 m cells."""
+    rng = np.random.default_rng(seed)
+    side = math.ceil(math.sqrt(n))
+    i = np.arange(n)
+    cx = X0 + (i % side) * 100.0 + 50
+    cy = Y0 + (i // side) * 100.0 + 50
+    angles = np.linspace(0, 2 * np.pi, 10, endpoint=False) + np.pi / 10
+    radius = rng.uniform(30, 45, (n, 10))
+    ring = np.stack([cx[:, None] + radius * np.cos(angles), cy[:, None] + radius * np.sin(angles)], -1)
+    ring = np.concatenate([ring, ring[:, :1]], axis=1)
+    return gpd.GeoDataFrame(
+        {"fid": i + 1, "parcel_no": [f"P{k:07d}" for k in range(n)],
+         "owner_type": np.where(rng.random(n) < 0.6, "state", "collective")},
+        geometry=shapely.polygons(ring), crs="EPSG:4548")
+
+
+def prepare(settings: Settings, n: int, seed: int) -> tuple[int, tuple[float, float, float, float]]:
+    """Load the dataset unless already current; make the view tipg serves. Returns (version id, extent)."""
+    url = db.database_url(settings)
+    db.migrate(settings, url)
+    engine = db.make_engine(settings)
+    checksum = f"bench-parcels-{n}-{seed}"
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(sa.text(
+                "SELECT v.id, v.source_checksum FROM layer l JOIN layer_version v ON v.id = l.current_version_id "
+                "WHERE l.code = :c"), {"c": LAYER}).first()
+        if row is None or row[1] != checksum:
+            started = time.perf_counter()
+            frame = parcels(n, seed)
+            print(f"loading {n:,} parcels into layer {LAYER} …", flush=True)
+            report = load_frame(engine, settings, frame, minor=load_catalogue().minor(LAYER),
+                                source_name=f"{checksum}.parquet", checksum=checksum)
+            print(f"  loaded in {time.perf_counter() - started:.1f} s", flush=True)
+            version_id = report.version_id
+        else:
+            version_id = row[0]
+            print(f"reusing layer {LAYER} version id {version_id} ({n:,} parcels)", flush=True)
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE SCHEMA IF NOT EXISTS bench"))
+            conn.execute(sa.text(
+                f"CREATE OR REPLACE VIEW bench.parcels AS SELECT fid AS id, props->>'parcel_no' AS parcel_no, "
+                f"props->>'owner_type' AS owner_type, geom FROM feature WHERE version_id = {int(version_id)}"))
+            conn.execute(sa.text("ANALYZE feature"))
+            extent = conn.execute(sa.text(
+                "SELECT ST_XMin(extent), ST_YMin(extent), ST_XMax(extent), ST_YMax(extent) "
+                "FROM layer_version WHERE id = :v"),
+                {"v": version_id}).one()
+    finally:
+        engine.dispose()
+    return version_id, tuple(extent)
+
+
+def tile_list(extent, per_zoom: int, seed: int) -> dict[int, list[tuple[int, int, int]]]:
+    """A seeded sample of the tiles over the data at each zoom."""
+    w, s, e, n = Transformer.from_crs(4548, 4326, always_xy=True).transform_bounds(*extent)
+    rng = random.Random(seed)
+    out = {}
+    for z in ZOOMS:
+        count = 2 ** z
+
+        def tx(lon, count=count):
+            return int((lon + 180) / 360 * count)
+
+        def ty(lat, count=count):
+            return int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * count)
+
+        tiles = [(z, x, y) for x in range(tx(w), tx(e) + 1) for y in range(ty(n), ty(s) + 1)]
+        out[z] = sorted(rng.sample(tiles, min(per_zoom, len(tiles))))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Engine:
+    """One tile server as a uvicorn process."""
+
+    def __init__(self, name: str, app: str, env: dict, path: str, settings: Settings) -> None:
+        self.name, self.app, self.path = name, app, path
+        self.port = free_port()
+        self.env = {**os.environ, **env}
+        self.proc: subprocess.Popen | None = None
+
+    def url(self, z: int, x: int, y: int) -> str:
+        return self.path.format(z=z, x=x, y=y)
+
+    def __enter__(self) -> Engine:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1", "--log-level", "warning", "--no-access-log"],
+            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} did not start: {self.proc.stderr.read().decode()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start within 60 s")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def fetch(conn: http.client.HTTPConnection, path: str) -> tuple[int, bytes]:
+    conn.request("GET", path)
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def run_phase(engine: Engine, tiles: list, *, clients: int, rounds: int, seconds: float) -> dict:
+    """Every tile ``rounds`` times, split over ``clients`` keep-alive connections; bounded by ``seconds``."""
+    jobs = [t for _ in range(rounds) for t in tiles]
+    random.Random(7).shuffle(jobs)
+    latencies: list[float] = []
+    sizes: list[int] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def worker(part: list) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", engine.port, timeout=120)
+        mine, my_sizes = [], []
+        for z, x, y in part:
+            if time.monotonic() > deadline:
+                break
+            started = time.perf_counter()
+            status, body = fetch(conn, engine.url(z, x, y))
+            mine.append(time.perf_counter() - started)
+            my_sizes.append(len(body))
+            if status not in (200, 204):
+                errors.append(f"{status} {engine.url(z, x, y)}: {body[:200]!r}")
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            sizes.extend(my_sizes)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(jobs[i::clients],)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{engine.name}: {len(errors)} failed requests, first: {errors[0]}")
+    ms = sorted(v * 1000 for v in latencies)
+
+    def pct(p: float) -> float:
+        return ms[min(len(ms) - 1, int(round(p / 100 * (len(ms) - 1))))]
+
+    return {"requests": len(ms), "p50_ms": round(pct(50), 3), "p95_ms": round(pct(95), 3),
+            "p99_ms": round(pct(99), 3), "mean_ms": round(statistics.fmean(ms), 3),
+            "requests_per_s": round(len(ms) / wall, 1), "mean_bytes": round(statistics.fmean(sizes)),
+            "complete": len(ms) == len(jobs)}
+
+
+def features_per_tile(engine: Engine, tiles: list) -> float:
+    """Mean feature count of a few tiles (to show both engines serve comparable tiles)."""
+    conn = http.client.HTTPConnection("127.0.0.1", engine.port, timeout=120)
+    counts = []
+    for z, x, y in tiles[:5]:
+        status, body = fetch(conn, engine.url(z, x, y))
+        decoded = mapbox_vector_tile.decode(body) if status == 200 and body else {}
+        counts.append(sum(len(v["features"]) for v in decoded.values()))
+    conn.close()
+    return round(statistics.fmean(counts), 1) if counts else 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--features", type=int, default=1_000_000)
+    parser.add_argument("--per-zoom", type=int, default=40, help="tiles sampled per zoom")
+    parser.add_argument("--rounds", type=int, default=3, help="passes over the tiles per phase")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "tiles.json")
+    args = parser.parse_args(argv)
+
+    load_before = os.getloadavg()
+    settings = bench_settings()
+    version_id, extent = prepare(settings, args.features, args.seed)
+    tiles = tile_list(extent, args.per_zoom, args.seed)
+    limit = settings.server.tile_feature_limit
+    url = settings.database.database_url
+    pg_url = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    dataset = {"name": f"parcels-{args.features}", "layer": LAYER, "features": args.features,
+               "version_id": version_id, "extent_epsg4548": list(extent),
+               "tiles_per_zoom": {str(z): len(t) for z, t in tiles.items()}, "tile_feature_limit": limit}
+    engines = [
+        Engine("blueprint", "api.asgi:app", {"DATABASE_URL": url}, "/tiles/" + LAYER + "/{z}/{x}/{y}.pbf", settings),
+        Engine("tipg", "tipg.main:app",
+               {"DATABASE_URL": pg_url, "TIPG_DB_SCHEMAS": '["bench"]', "TIPG_DB_TABLES": '["bench.parcels"]',
+                "TIPG_MAX_FEATURES_PER_TILE": str(limit), "TIPG_DB_SPATIAL_EXTENT": "false",
+                "TIPG_DB_DATETIME_EXTENT": "false", "TIPG_CATALOG_TTL": "3600"},
+               "/collections/bench.parcels/tiles/WebMercatorQuad/{z}/{x}/{y}", settings),
+    ]
+    results = []
+    print(f"{'engine':10} {'zoom':>4} {'mode':>12} {'req':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+          f"{'tiles/s':>8} {'KB/tile':>8} {'feat/tile':>9}", flush=True)
+    # Both servers stay up; phases alternate between them so a change in machine load hits both alike.
+    with contextlib.ExitStack() as stack:
+        for engine in engines:
+            stack.enter_context(engine)
+        for engine in engines:  # warm-up: every tile once (caches, prepared statements, tipg's catalogue)
+            for z in ZOOMS:
+                run_phase(engine, tiles[z], clients=1, rounds=1, seconds=PHASE_SECONDS)
+        for z in ZOOMS:
+            feats = {engine.name: features_per_tile(engine, tiles[z]) for engine in engines}
+            for mode, clients in (("sequential", 1), (f"concurrent{CLIENTS}", CLIENTS)):
+                for engine in (engines if z % 2 == 0 else engines[::-1]):
+                    stats = run_phase(engine, tiles[z], clients=clients, rounds=args.rounds, seconds=PHASE_SECONDS)
+                    row = {"engine": engine.name, "dataset": dataset["name"], "zoom": z, "mode": mode,
+                           "clients": clients, **stats, "mean_features": feats[engine.name]}
+                    results.append(row)
+                    print(f"{engine.name:10} {z:>4} {mode:>12} {stats['requests']:>5} {stats['p50_ms']:>8.2f} "
+                          f"{stats['p95_ms']:>8.2f} {stats['p99_ms']:>8.2f} {stats['requests_per_s']:>8.1f} "
+                          f"{stats['mean_bytes'] / 1024:>8.1f} {feats[engine.name]:>9.1f}", flush=True)
+
+    def pick(engine: str, z: int, mode: str) -> dict:
+        return next(r for r in results if r["engine"] == engine and r["zoom"] == z and r["mode"] == mode)
+
+    ratios: dict = {}
+    for mode in ("sequential", f"concurrent{CLIENTS}"):
+        ours = [pick("blueprint", z, mode)["requests_per_s"] for z in ZOOMS]
+        theirs = [pick("tipg", z, mode)["requests_per_s"] for z in ZOOMS]
+        ratios[f"throughput_{mode}_by_zoom"] = {str(z): round(a / b, 2)
+                                                for z, a, b in zip(ZOOMS, ours, theirs, strict=True)}
+        ratios[f"throughput_{mode}_geomean"] = round(math.prod(a / b for a, b in zip(ours, theirs, strict=True))
+                                                     ** (1 / len(ZOOMS)), 2)
+    ratios["p50_z14_ms"] = {"blueprint": pick("blueprint", 14, "sequential")["p50_ms"],
+                            "tipg": pick("tipg", 14, "sequential")["p50_ms"]}
+    out = {"benchmark": "tiles", "dataset": dataset, "results": results, "ratios": ratios,
+           "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                       "load_average_before": [round(v, 2) for v in load_before],
+                       "load_average_after": [round(v, 2) for v in os.getloadavg()]},
+           "notes": "loopback HTTP/1.1 keep-alive, no compression; both engines one uvicorn worker on TCP to the same "
+                    "PostgreSQL; blueprint simplifies to 1/4 px and clips in the storage CRS, tipg orders by id"}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print("ratios (blueprint / tipg):", json.dumps(ratios))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
