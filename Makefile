@@ -12,6 +12,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 demo: install
 	$(BP) db up
 	$(BP) demo
+	$(BP) conflicts run
+	$(BP) synthesize
+	for zone in DZ-01 DZ-02 DZ-03 DZ-04; do $(BP) assess $$zone || exit 1; done
 	$(BP) serve
 
 test: install

@@ -19,6 +19,7 @@ import pyarrow as pa
 from layers.catalogue import load_catalogue
 from layers.demo import layers_current as cur
 from layers.demo import layers_other as oth
+from layers.demo import layers_records as rec
 from layers.demo import layers_plans as pln
 from layers.demo import places, truth
 from layers.demo.derive import Context, Layer
@@ -34,7 +35,7 @@ from layers.demo.tessellation import build_faces, seed_points
 from layers.demo.water import build_water, floodplain_grid
 from layers.demo.zoning import zone_faces
 
-GENERATOR_VERSION = "1"  # bump when the output for a given seed and scale changes
+GENERATOR_VERSION = "2"  # bump when the output for a given seed and scale changes
 CELL_M = 100.0
 # Random streams: one per step, so a change in one step never shifts another.
 STREAMS = {"terrain": 1, "fields": 2, "water": 3, "transport": 4, "utility": 5, "heritage": 6,
@@ -185,4 +186,11 @@ def _write_layers(ctx: Context, out_dir: Path) -> dict[str, Layer]:
     with ThreadPoolExecutor(max_workers=2) as pool:
         layers = {layer.code: layer for layer in pool.map(build_and_write, BUILDERS)}
     layers["3101"] = build_and_write(lambda c: oth.project_sites(c, layers["2203"]))
+    # Layers read off other layers: cadastre, approval records, economy, historic conservation.
+    layers["1203"] = build_and_write(lambda c: rec.cadastral_parcels(c, layers["2203"]))
+    layers["3102"] = build_and_write(lambda c: rec.land_supply(c, layers["3101"]))
+    layers["3103"] = build_and_write(lambda c: rec.planning_permits(c, layers["3102"]))
+    layers["3104"] = build_and_write(lambda c: rec.construction_permits(c, layers["3103"]))
+    layers["4102"] = build_and_write(lambda c: rec.economy(c, layers["4101"]))
+    layers["2503"] = build_and_write(lambda c: rec.historic_conservation(c, layers["1305"]))
     return dict(sorted(layers.items()))
