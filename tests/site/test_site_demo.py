@@ -47,6 +47,9 @@ def test_clear_site(demo):
         else:
             assert entry["status"] in ("clear", "hit") and entry["control_level"] in (None, "allowed"), code
     assert result["verdict"]["unknown_layers"] == demo.missing
+    # The demo generates every constraining layer, so the clear site is fully known and allowed.
+    assert demo.missing == []
+    assert result["verdict"]["level"] == "allowed" and result["verdict"]["complete"] is True
     assert all(r["level"] == "allowed" or r["relation"] == "unknown" for r in result["verdict"]["reasons"])
     assert entries["2102"]["features"][0]["attributes"]["zone_type"] == expected["2102_zone_type"]
     assert entries["2304"]["features"][0]["attributes"]["zone_class"] == expected["2304_zone_class"]
