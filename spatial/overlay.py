@@ -157,7 +157,8 @@ def difference_from(
     area = shapely.area(geom)
 
     keep = np.flatnonzero(area > 0)
-    li, geom, area = lo[keep], geom[keep], area[keep]
+    order = np.argsort(lo[keep], kind="stable")  # pieces of one polygon must be adjacent to regroup
+    li, geom, area = lo[keep][order], geom[keep][order], area[keep][order]
     if len(lp) > len(left):
         first, geom = _union_groups(geom, li, threads)
         li, area = li[first], shapely.area(geom)
