@@ -97,7 +97,7 @@ def migrate(settings: Settings, url: str | None = None) -> str:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     config.attributes["storage_srid"] = settings.storage.storage_srid
-    command.upgrade(config, "heads")  # feature branches off 0001 until merged
+    command.upgrade(config, "heads")
     engine = sa.create_engine(url)
     try:
         with engine.begin() as conn:
