@@ -13,8 +13,15 @@ from layers.errors import BlueprintError
 COMMAND_GROUPS = (db_cmd, catalogue_cmd, layers_cmd, demo_cmd, conflicts_cmd, site_cmd, serve_cmd)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes are one line, like every other CLI error (`--help` still shows the usage)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="blueprint",
         description="One Blueprint 一张蓝图: multi-plan integration on PostGIS",
     )

@@ -3,26 +3,40 @@
 The version's table is created, filled, indexed and attached to ``feature`` in the same
 transaction that makes it current. Readers keep seeing the old version until that commits; a load
 that fails or is killed rolls back and leaves no table and no rows. With ``wal_level=minimal``
-(the embedded cluster's setting) a COPY into a table created in the same transaction skips WAL.
+(the embedded cluster's setting) a COPY into a table created in the same transaction skips WAL,
+and ``FREEZE`` writes its rows frozen and all-visible, so neither the index build, the first
+readers nor a later anti-wraparound vacuum go back over the pages. (The price, per PostgreSQL's
+docs: a transaction whose snapshot predates the commit can see the new rows once the partition
+is attached. Readers select a version id, read from ``layer`` in their own snapshot, so they
+never mix versions.)
+
+The COPY stream is encoded chunk by chunk in worker threads while the server parses the chunk
+before, so Python and the server keep both cores busy; given a ``check``, geometry validity runs
+in the same workers (GEOS without the GIL) instead of before the COPY.
 """
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 import psycopg
 import shapely
 
-COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
-COPY_TRAILER = struct.pack(">h", -1)
-CHUNK_ROWS = 20_000
-_ROW_HEAD = struct.Struct(">hiiiqi")  # 4 fields; int4 version_id; int8 fid; jsonb length
-_LEN = struct.Struct(">i")
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension length
+COPY_TRAILER = b"\xff\xff"
+FIRST_CHUNK_ROWS = 2_048  # small, so that the server starts parsing early
+CHUNK_ROWS = 16_384
+LOOKAHEAD = 2  # encoded chunks held ahead of the COPY (bounds memory on million-row layers)
+# What precedes a row's props: field count; int4 version_id; int8 fid; jsonb length and format version.
+_ROW_HEAD = np.dtype([("fields", ">i2"), ("version_len", ">i4"), ("version_id", ">i4"), ("fid_len", ">i4"),
+                      ("fid", ">i8"), ("props_len", ">i4"), ("jsonb_format", "u1")])
 
 Progress = Callable[[str, int, int], None]
 
@@ -41,79 +55,155 @@ class NewVersion:
 
 
 def props_json(attributes: pd.DataFrame) -> list[bytes]:
-    """One JSON object per row, UTF-8, full double precision."""
+    """One JSON object per row, UTF-8, full double precision.
+
+    Examples
+    --------
+    >>> props_json(pd.DataFrame({"name": ["红线", None], "area": [1.5, 2.0]}))
+    [b'{"name":"\\xe7\\xba\\xa2\\xe7\\xba\\xbf","area":1.5}', b'{"name":null,"area":2.0}']
+    """
     if attributes.shape[1] == 0:
         return [b"{}"] * len(attributes)
     text = attributes.to_json(orient="records", lines=True, force_ascii=False,
                               date_format="iso", double_precision=15)
-    return [line.encode("utf-8") for line in text.rstrip("\n").split("\n")]
+    # JSON escapes newlines inside strings, so the raw ones only separate the records.
+    return text.encode("utf-8").rstrip(b"\n").split(b"\n")
 
 
-def encode_rows(version_id: int, fids: np.ndarray, props: list[bytes], wkb: np.ndarray, srid: int) -> bytes:
-    """The binary COPY rows of one chunk (no header or trailer).
+def encode_rows(version_id: int, fids: np.ndarray, props: list[bytes], wkb: list[bytes] | np.ndarray) -> bytes:
+    """The binary COPY rows ``(version_id, fid, props, geom)`` of one chunk (no header or trailer).
 
-    ``wkb`` is little-endian 2D ISO WKB; each geometry is turned into EWKB with the SRID on the
-    way by setting the SRID flag in the type word and inserting the SRID after it (cheaper than
-    cloning every geometry to set its SRID in GEOS).
+    ``wkb`` is plain WKB: the server gives each geometry the SRID of the column's type modifier
+    (``geometry(Geometry, <storage srid>)``), so no per-geometry SRID patching is needed. The
+    rows are assembled without a Python loop: the fixed-width heads are one numpy record array,
+    and one ``bytes.join`` interleaves them with the props and geometries.
+
+    Examples
+    --------
+    >>> data = encode_rows(7, np.array([1]), [b"{}"], [shapely.to_wkb(shapely.Point(1, 2))])
+    >>> len(data) == 27 + 2 + 4 + 21
+    True
     """
-    head = _ROW_HEAD.pack
-    length = _LEN.pack
-    srid_part = b"\x20" + struct.pack("<i", srid)  # high byte of the LE type word, then SRID
-    parts: list[bytes] = []
-    append = parts.append
-    for fid, prop, geom in zip(fids.tolist(), props, wkb, strict=True):
-        append(head(4, 4, version_id, 8, fid, len(prop) + 1))
-        append(b"\x01")  # jsonb binary format version
-        append(prop)
-        append(length(len(geom) + 4))
-        append(geom[:4])
-        append(srid_part)
-        append(geom[5:])
+    n = len(fids)
+    wkb = wkb.tolist() if isinstance(wkb, np.ndarray) else list(wkb)
+    if len(props) != n or len(wkb) != n:
+        raise ValueError(f"{n} fids but {len(props)} props and {len(wkb)} geometries")
+    head = np.empty(n, _ROW_HEAD)
+    head["fields"] = 4
+    head["version_len"] = 4
+    head["version_id"] = version_id
+    head["fid_len"] = 8
+    head["fid"] = fids
+    head["props_len"] = np.fromiter(map(len, props), np.int64, n) + 1
+    head["jsonb_format"] = 1
+    geom_len = np.fromiter(map(len, wkb), np.int64, n).astype(">i4")
+    parts: list[bytes] = [b""] * (4 * n)
+    parts[0::4] = head.view(f"V{_ROW_HEAD.itemsize}").tolist()  # void items come out as bytes
+    parts[1::4] = props
+    parts[2::4] = geom_len.view("V4").tolist()
+    parts[3::4] = wkb
     return b"".join(parts)
 
 
-def _chunks(version_id: int, fids: np.ndarray, attributes: pd.DataFrame, geoms: np.ndarray,
-            srid: int) -> Iterator[tuple[int, bytes]]:
-    def encode(start: int) -> tuple[int, bytes]:
-        stop = min(start + CHUNK_ROWS, len(fids))
-        wkb = shapely.to_wkb(geoms[start:stop], byte_order=1, output_dimension=2)
-        props = props_json(attributes.iloc[start:stop])
-        return stop - start, encode_rows(version_id, fids[start:stop], props, wkb, srid)
+def _chunk_bounds(total: int) -> list[tuple[int, int]]:
+    bounds, start = [], 0
+    size = FIRST_CHUNK_ROWS
+    while start < total:
+        bounds.append((start, min(start + size, total)))
+        start += size
+        size = CHUNK_ROWS
+    return bounds
 
-    # Encoding (shapely and struct work) overlaps with the server parsing the previous chunk.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = None
-        for start in range(0, len(fids), CHUNK_ROWS):
-            future = pool.submit(encode, start)
-            if pending is not None:
-                yield pending.result()
-            pending = future
-        if pending is not None:
-            yield pending.result()
+
+class ChunkCheck(Protocol):
+    """Validity and repair run on each chunk as it is encoded (``prepare.GeometryRepair`` is one)."""
+
+    def check(self, geoms: np.ndarray, fids: np.ndarray) -> tuple[np.ndarray, list[dict]]: ...
+
+    def record(self, repairs: list[dict]) -> None: ...
+
+    def summary(self) -> dict: ...  # {"repaired": count, "repairs": [first examples]}
+
+
+def encoded_chunks(version_id: int, fids: np.ndarray, attributes: pd.DataFrame, geoms: np.ndarray, *,
+                   wkb: Sequence[bytes] | None = None,
+                   check: ChunkCheck | None = None) -> Iterator[tuple[int, bytes, list[dict]]]:
+    """(rows, COPY bytes, repairs) per chunk, in order, encoded in worker threads ahead of the consumer.
+
+    ``wkb``, when given, is the geometries' WKB as read from the file (2D, no SRID), reused
+    instead of written again. ``check`` validates and repairs each chunk first; then two workers
+    run, so that one chunk's validity test (GEOS, without the GIL) overlaps another's encoding.
+    """
+    def encode(start: int, stop: int) -> tuple[int, bytes, list[dict]]:
+        chunk = geoms[start:stop]
+        repairs: list[dict] = []
+        if check is not None:
+            chunk, repairs = check.check(chunk, fids[start:stop])
+        if wkb is not None and not repairs:
+            chunk_wkb = wkb[start:stop]
+        else:
+            chunk_wkb = shapely.to_wkb(chunk, byte_order=1, output_dimension=2)
+        props = props_json(attributes.iloc[start:stop])
+        return stop - start, encode_rows(version_id, fids[start:stop], props, chunk_wkb), repairs
+
+    # WKB writing and the join hold the GIL: a second worker only helps when validity runs here too.
+    workers = 2 if check is not None else 1
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="copy-encode") as pool:
+        pending: deque[Future] = deque()
+        try:
+            for start, stop in _chunk_bounds(len(fids)):
+                pending.append(pool.submit(encode, start, stop))
+                if len(pending) > LOOKAHEAD:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def write_version(conn: psycopg.Connection, new: NewVersion, *, fids: np.ndarray,
-                  attributes: pd.DataFrame, geoms: np.ndarray,
-                  progress: Progress | None = None) -> tuple[int, int]:
+                  attributes: pd.DataFrame, geoms: np.ndarray, wkb: Sequence[bytes] | None = None,
+                  check: ChunkCheck | None = None, progress: Progress | None = None,
+                  timings: dict[str, float] | None = None) -> tuple[int, int]:
     """Store a new version of a vector layer and make it current, atomically.
+
+    Parameters
+    ----------
+    conn : a psycopg connection in autocommit mode (the transaction is opened here).
+    fids, attributes, geoms : the prepared features (see ``layers.ingest.prepare``), geometries in
+        the storage CRS; valid, unless ``check`` is given.
+    wkb : the geometries' 2D WKB when already at hand (read from a file in the storage CRS).
+    check : validity and repair, run chunk by chunk during the COPY; its repairs are recorded in
+        order and the version row's ``repaired_count`` and ``report`` are updated before commit.
+    timings : when given, receives seconds spent in ``copy``, ``index`` and ``commit``.
 
     Returns
     -------
     (version_id, version): the new version's row id and its number within the layer.
     """
+    clock = _Clock(timings)
     with conn.transaction(), conn.cursor() as cur:
         version_id, version = _insert_version_row(cur, new, feature_count=len(fids), geoms=geoms)
         table = f"feature_v{version_id}"
         cur.execute(f"CREATE TABLE {table} (LIKE feature INCLUDING DEFAULTS)")
         done = 0
-        with cur.copy(f"COPY {table} (version_id, fid, props, geom) FROM STDIN (FORMAT binary)") as cp:
+        copy_sql = f"COPY {table} (version_id, fid, props, geom) FROM STDIN (FORMAT binary, FREEZE)"
+        with cur.copy(copy_sql) as cp:
             cp.write(COPY_HEADER)
-            for rows, data in _chunks(version_id, fids, attributes, geoms, new.srid):
-                cp.write(data)
+            for rows, data, repairs in encoded_chunks(version_id, fids, attributes, geoms, wkb=wkb, check=check):
+                cp.write(memoryview(data))  # psycopg sends large buffers in slices: no copies
+                if check is not None:
+                    check.record(repairs)
                 done += rows
                 if progress:
                     progress("copy", done, len(fids))
             cp.write(COPY_TRAILER)
+        clock.lap("copy")
+        if check is not None:
+            summary = check.summary()
+            cur.execute("UPDATE layer_version SET repaired_count = %s, report = report || %s WHERE id = %s",
+                        (summary["repaired"], psycopg.types.json.Jsonb(summary), version_id))
         if progress:
             progress("index", 0, 1)
         # The CHECK lets ATTACH skip scanning the table; statistics are left to autovacuum.
@@ -121,7 +211,21 @@ def write_version(conn: psycopg.Connection, new: NewVersion, *, fids: np.ndarray
         cur.execute(f"CREATE INDEX {table}_geom ON {table} USING gist (geom)")
         cur.execute(f"ALTER TABLE feature ATTACH PARTITION {table} FOR VALUES IN ({version_id})")
         _make_current(cur, new.layer_code, version_id)
+        clock.lap("index")
+    clock.lap("commit")  # with WAL skipped, the commit syncs the new table's files to disk
     return version_id, version
+
+
+class _Clock:
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        if self.timings is not None:
+            self.timings[name] = self.timings.get(name, 0.0) + now - self.last
+        self.last = now
 
 
 def write_raster_version(conn: psycopg.Connection, new: NewVersion, *, extent_wkb: bytes) -> tuple[int, int]:
