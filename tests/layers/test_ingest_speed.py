@@ -1,0 +1,226 @@
+"""The fast ingest path: chunked, threaded binary COPY rows must store exactly what was given.
+
+Timing itself is measured by ``bench/ingest.py``, not here (a shared machine makes speed
+assertions flaky); these tests pin down the encoding tricks the speed relies on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import shapely
+import sqlalchemy as sa
+
+from layers.catalogue import load_catalogue
+from layers.errors import InvalidInput
+from layers.ingest import load_frame, write
+from layers.ingest.prepare import (
+    GeometryRepair,
+    PrepareReport,
+    check_attributes,
+    check_geometries,
+    feature_ids,
+    is_valid_parallel,
+    plain_wkb,
+)
+from tests.specimens import BOWTIE, X0, Y0, star_polygons
+
+TRICKY_TEXT = ['quote " and backslash \\', "line\nbreak\ttab", "生态红线 🌿", "", None, "{\"json\": [1]}", "\u2028"]
+
+
+def tricky_frame(n: int) -> gpd.GeoDataFrame:
+    """Polygons, a polygon with a hole and multipolygons, with awkward attribute values."""
+    geoms = list(star_polygons(n, seed=4))
+    hole = shapely.Polygon(shapely.box(X0, Y0 - 500, X0 + 100, Y0 - 400).exterior.coords,
+                           [shapely.box(X0 + 40, Y0 - 460, X0 + 60, Y0 - 440).exterior.coords])
+    multi = shapely.MultiPolygon([shapely.box(X0 - 500, Y0, X0 - 450, Y0 + 50),
+                                  shapely.box(X0 - 400, Y0, X0 - 350, Y0 + 50)])
+    geoms[0], geoms[1] = hole, multi
+    rng = np.random.default_rng(7)
+    return gpd.GeoDataFrame({
+        "fid": np.arange(1000, 1000 + n) * 3,  # not 1..n: ids come from the file
+        "redline_type": ["karst", "biodiversity"] * (n // 2) + ["karst"] * (n % 2),
+        "name": [TRICKY_TEXT[i % len(TRICKY_TEXT)] for i in range(n)],
+        "ratio": rng.uniform(-1e6, 1e6, n).round(6),
+        "count": rng.integers(-2**40, 2**40, n),
+        "flag": rng.integers(0, 2, n).astype(bool),
+    }, geometry=geoms, crs=4548)
+
+
+def stored_rows(engine, version_id: int) -> dict[int, tuple[dict, bytes, int]]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT fid, props::text, ST_AsBinary(geom), ST_SRID(geom) FROM feature WHERE version_id = :v"
+        ), {"v": version_id}).all()
+    return {fid: (json.loads(props), bytes(wkb), srid) for fid, props, wkb, srid in rows}
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of a few rows, so that a small frame crosses many chunk boundaries."""
+    monkeypatch.setattr(write, "FIRST_CHUNK_ROWS", 3)
+    monkeypatch.setattr(write, "CHUNK_ROWS", 7)
+
+
+def test_rows_round_trip_across_chunks(empty_store, settings, small_chunks):
+    frame = tricky_frame(101)
+    minor = load_catalogue().minor("2301")
+    report = load_frame(empty_store, settings, frame, minor=minor, source_name="tricky", checksum="x")
+    stored = stored_rows(empty_store, report.version_id)
+    assert sorted(stored) == sorted(frame["fid"].tolist())
+    for row in frame.itertuples(index=False):
+        props, wkb, srid = stored[row.fid]
+        assert srid == settings.storage.storage_srid
+        assert shapely.from_wkb(wkb).equals_exact(row.geometry, tolerance=0)
+        assert shapely.get_type_id(shapely.from_wkb(wkb)) == shapely.get_type_id(row.geometry)
+        assert props["redline_type"] == row.redline_type
+        assert props["name"] == (None if pd.isna(row.name) else row.name)
+        assert props["count"] == row.count and props["flag"] == row.flag
+        assert math.isclose(props["ratio"], row.ratio, rel_tol=1e-14)
+
+
+def test_encoder_failure_rolls_back_everything(empty_store, settings, small_chunks, monkeypatch):
+    minor = load_catalogue().minor("2301")
+    first = load_frame(empty_store, settings, tricky_frame(10), minor=minor, source_name="a", checksum="a")
+    calls = {"n": 0}
+    real = write.props_json
+
+    def failing(attributes):
+        calls["n"] += 1
+        if calls["n"] == 4:  # a chunk in the middle of the stream
+            raise InvalidInput("boom in chunk 4")
+        return real(attributes)
+
+    monkeypatch.setattr(write, "props_json", failing)
+    with pytest.raises(InvalidInput, match="boom"):
+        load_frame(empty_store, settings, tricky_frame(60), minor=minor, source_name="b", checksum="b")
+    with empty_store.connect() as conn:
+        assert conn.execute(sa.text("SELECT array_agg(id) FROM layer_version")).scalar_one() == [first.version_id]
+        assert conn.execute(sa.text("SELECT count(*) FROM feature")).scalar_one() == 10
+        assert conn.execute(sa.text(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'feature_v%' AND relkind = 'r'")).scalar_one() == 1
+
+
+def test_encode_rows_matches_the_copy_binary_layout():
+    wkb = [shapely.to_wkb(shapely.box(0, 0, 1, 1)), shapely.to_wkb(shapely.Point(3, 4))]
+    data = write.encode_rows(42, np.array([7, 2**40]), [b'{"a":1}', b"{}"], wkb)
+    # Parsed back by hand, field by field, as PostgreSQL's binary COPY reads it.
+    pos, rows = 0, []
+    while pos < len(data):
+        (fields,) = np.frombuffer(data, ">i2", 1, pos)
+        pos += 2
+        values = []
+        for _ in range(fields):
+            (size,) = np.frombuffer(data, ">i4", 1, pos)
+            values.append(data[pos + 4:pos + 4 + size])
+            pos += 4 + size
+        rows.append(values)
+    assert [int.from_bytes(r[0], "big") for r in rows] == [42, 42]
+    assert [int.from_bytes(r[1], "big") for r in rows] == [7, 2**40]
+    assert [r[2] for r in rows] == [b'\x01{"a":1}', b"\x01{}"]
+    assert [r[3] for r in rows] == wkb
+
+
+def test_is_valid_parallel_agrees_with_shapely():
+    geoms = np.array(list(star_polygons(300, seed=2)) + [shapely.affinity.translate(BOWTIE, 5, 5)] * 7
+                     + [shapely.Polygon([(0, 0), (1, 1), (0, 1), (1, 0), (0, 0)])], dtype=object)
+    np.random.default_rng(3).shuffle(geoms)
+    np.testing.assert_array_equal(is_valid_parallel(geoms, threads=2), shapely.is_valid(geoms))
+
+
+def test_z_is_dropped():
+    minor = load_catalogue().minor("2301")
+    flat = star_polygons(5)
+    frame = gpd.GeoDataFrame(geometry=shapely.force_3d(flat, 9.0), crs=4548)
+    got = check_geometries(frame, minor=minor, fids=np.arange(1, 6), report=PrepareReport())
+    assert not shapely.has_z(got).any()
+    assert all(g.equals_exact(f, tolerance=0) for g, f in zip(got, flat, strict=True))
+
+
+def write_prepared(engine, frame: gpd.GeoDataFrame, *, wkb=None, deferred: bool = False) -> tuple[int, PrepareReport]:
+    """The writer on its own: cheap checks here, validity either before or during the COPY."""
+    minor = load_catalogue().minor("2301")
+    report = PrepareReport()
+    fids = feature_ids(frame)
+    geoms = check_geometries(frame, minor=minor, fids=fids, report=report, validity=not deferred)
+    attributes = check_attributes(frame, minor=minor, fids=fids, report=report)
+    new = write.NewVersion(layer_code="2301", source_name="t", source_checksum="t", source_crs="EPSG:4548",
+                           srid=4548, valid_from=None, report={"repaired": report.repaired}, coverage_wkb=None)
+    check = GeometryRepair(minor=minor, report=report) if deferred else None
+    with engine.connect() as sa_conn:
+        conn = sa_conn.connection.driver_connection
+        conn.autocommit = True
+        try:
+            version_id, _ = write.write_version(conn, new, fids=fids, attributes=attributes, geoms=geoms,
+                                                wkb=wkb, check=check)
+        finally:
+            conn.autocommit = False
+    return version_id, report
+
+
+def test_validity_during_the_copy_repairs_and_reports_in_order(empty_store, small_chunks):
+    frame = tricky_frame(60)
+    bowtie_rows = [4, 5, 33, 59]  # in the first chunk, twice in the second, and in the last
+    for i in bowtie_rows:
+        frame.loc[i, "geometry"] = shapely.affinity.translate(BOWTIE, X0 + 10 * i, Y0 - 1000)
+    version_id, report = write_prepared(empty_store, frame, deferred=True)
+    expected_fids = frame["fid"].to_numpy()[bowtie_rows].tolist()
+    assert report.repaired == 4 and [r["fid"] for r in report.repairs] == expected_fids
+    assert all("Self-intersection" in r["reason"] for r in report.repairs)
+    stored = stored_rows(empty_store, version_id)
+    for i in bowtie_rows:
+        geom = shapely.from_wkb(stored[int(frame["fid"].iloc[i])][1])
+        assert geom.is_valid and geom.area == pytest.approx(50.0)  # two triangles of 25 m²
+    with empty_store.connect() as conn:
+        count, doc = conn.execute(sa.text("SELECT repaired_count, report FROM layer_version WHERE id = :v"),
+                                  {"v": version_id}).one()
+    assert count == 4 and [r["fid"] for r in doc["repairs"]] == expected_fids
+
+
+def test_unrepairable_geometry_during_the_copy_rolls_back(empty_store, small_chunks, monkeypatch):
+    frame = tricky_frame(40)
+    frame.loc[30, "geometry"] = shapely.affinity.translate(BOWTIE, X0, Y0 - 1000)
+    monkeypatch.setattr("layers.ingest.prepare.shapely.make_valid", lambda g: shapely.buffer(g, -1e9))
+    with pytest.raises(InvalidInput, match=f"could not be repaired \\(fid {frame['fid'].iloc[30]}\\)"):
+        write_prepared(empty_store, frame, deferred=True)
+    with empty_store.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM layer_version")).scalar_one() == 0
+        assert conn.execute(sa.text("SELECT count(*) FROM pg_class WHERE relname LIKE 'feature_v%'")).scalar_one() == 0
+
+
+def test_file_wkb_is_reused_except_in_chunks_with_repairs(empty_store, small_chunks):
+    frame = tricky_frame(45)
+    frame.loc[20, "geometry"] = shapely.affinity.translate(BOWTIE, X0, Y0 - 1000)  # rows 17-23 form a chunk
+    # The "file" WKB deliberately differs from the geometries (shifted 1 m, big-endian): what is
+    # stored shows which of the two was written.
+    wkb = plain_wkb(pa.array(shapely.to_wkb(shapely.transform(frame.geometry.values, lambda xy: xy + [1, 0]),
+                                            byte_order=0)))
+    assert wkb is not None
+    version_id, report = write_prepared(empty_store, frame, wkb=wkb, deferred=True)
+    assert report.repaired == 1
+    stored = stored_rows(empty_store, version_id)
+    for i, (fid, geom) in enumerate(zip(frame["fid"], frame.geometry.values, strict=True)):
+        got = shapely.from_wkb(stored[fid][1])
+        if 17 <= i < 24:  # the repaired chunk is written from the (repaired) geometries
+            assert got.equals(shapely.make_valid(geom)), i
+        else:
+            assert got.equals_exact(shapely.from_wkb(wkb[i]), tolerance=0), i
+        assert stored[fid][2] == 4548
+
+
+@pytest.mark.parametrize(("geometry", "reusable"), [
+    (shapely.box(0, 0, 1, 1), True),
+    (shapely.Point(1, 2, 3), False),  # ISO Z
+    (shapely.set_srid(shapely.Point(1, 2), 4326), False),  # EWKB with an SRID
+    (None, False),
+])
+def test_plain_wkb_accepts_only_2d_wkb_without_srid(geometry, reusable):
+    value = None if geometry is None else shapely.to_wkb(geometry, include_srid=True)
+    column = pa.array([shapely.to_wkb(shapely.Point(0, 0)), value], pa.binary())
+    assert (plain_wkb(column) is not None) == reusable
