@@ -16,13 +16,16 @@ What each row's clock includes (wall time, median of ``--repeat`` runs, runs int
   GiST index) into a pipe that ``psql`` runs as it arrives. No validation.
 
 Every engine loads into the same server; each run's rows are checked afterwards (count and total
-area against shapely's) and a CHECKPOINT runs before each run, off the clock. Results go to
+area against shapely's). Before each run, off the clock: earlier loads are dropped, a CHECKPOINT
+and Python's garbage collector run, and the machine gets a second to settle. Rounds interleave
+the engines, in an order rotated each round. Results go to
 ``bench/results/ingest.json``; ``profile`` there splits one blueprint load into its stages.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import subprocess
@@ -66,6 +69,7 @@ from layers.ingest.write import NewVersion, write_version  # noqa: E402
 LAYER = "2301"  # ecological red line: polygons, one enumerated and one free-text attribute
 SRID = 4548
 TARGET_ROWS_PER_S = 150_000
+SETTLE_S = 1.0
 PEER_TABLES = {"to_postgis": "bench_to_postgis", "ogr2ogr": "bench_ogr2ogr", "pgdump": "bench_pgdump"}
 
 
@@ -113,6 +117,8 @@ def reset(engine: sa.Engine) -> None:
             conn.execute(sa.text("CHECKPOINT"))
     except sa.exc.DBAPIError:
         pass  # not a superuser on an external server: skip
+    gc.collect()
+    time.sleep(SETTLE_S)  # let the server's and the kernel's background work after the drops finish
 
 
 def run_ogr2ogr(conninfo: str, gpkg: Path) -> None:
@@ -267,8 +273,11 @@ def main(argv: list[str] | None = None) -> int:
 
     measured = {key: Measurement() for key in runs}
     loads: dict[tuple[str, str], list[float]] = {key: [] for key in runs}
-    for round_ in range(args.repeat):  # interleaved, so that a noisy moment hits every engine alike
-        for key, run in runs.items():
+    order = list(runs)
+    for round_ in range(args.repeat):
+        # Interleaved, and rotated each round, so that a noisy moment hits every engine alike.
+        for key in order[round_ % len(order):] + order[:round_ % len(order)]:
+            run = runs[key]
             reset(engine)
             loads[key].append(round(os.getloadavg()[0], 2))
             started = time.perf_counter()
