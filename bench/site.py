@@ -75,12 +75,11 @@ def prepare(settings: Settings, data: str, scale: int, reload: bool) -> dict:
             engine = db.make_engine(settings)
             started = time.perf_counter()
             if data == "demo":
-                from layers.demo import generate_city
+                from layers.demo import cached_city
                 from layers.demo.load import load_demo
 
                 out_dir = settings.storage.data_dir / "demo" / f"scale{scale}-seed0"
-                if not (out_dir / "manifest.json").exists():
-                    generate_city(out_dir, scale=scale, seed=0, progress=lambda m: print(f"  {m}", flush=True))
+                cached_city(out_dir, scale=scale, seed=0, progress=lambda m: print(f"  {m}", flush=True))
                 load_demo(engine, settings, out_dir, progress=lambda m: print(f"  {m}", flush=True))
             else:
                 from bench.site_city import load_city
@@ -238,7 +237,7 @@ def main() -> int:
     data = args.data
     if data is None:
         try:
-            from layers.demo import generate_city  # noqa: F401
+            from layers.demo import cached_city  # noqa: F401
 
             data = "demo"
         except ImportError:

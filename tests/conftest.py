@@ -103,22 +103,15 @@ class DemoCity:
 @pytest.fixture(scope="session")
 def demo_city() -> Iterator[DemoCity]:
     """Generate (cached in the data folder: generation is deterministic) and load the demo city."""
-    import json
+    from dataclasses import asdict
 
-    from layers.demo import generate_city
+    from layers.demo import cached_city
     from layers.demo.load import load_demo
-
-    from layers.demo.generate import GENERATOR_VERSION
 
     demo_settings = settings_for(DEMO_DATABASE)
     out_dir = demo_settings.storage.data_dir / "demo" / "scale1-seed0"
-    manifest_path = out_dir / "manifest.json"
-    cached = manifest_path.exists() and GENERATOR_VERSION in json.loads(
-        manifest_path.read_text(encoding="utf-8")).get("sources", {}).get("generator", "")
-    if not cached:
-        generate_city(out_dir, scale=1, seed=0)
+    manifest = asdict(cached_city(out_dir, scale=1, seed=0))
     eng = fresh_database(demo_settings)
     load_demo(eng, demo_settings, out_dir)
-    manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
     yield DemoCity(demo_settings, eng, out_dir, manifest)
     eng.dispose()

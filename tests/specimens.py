@@ -29,7 +29,8 @@ def star_polygons(n: int, *, seed: int = 0, vertices: int = 40, x0: float = X0, 
 def redline_frame(n: int, *, seed: int = 0, crs: str | int | None = 4548) -> gpd.GeoDataFrame:
     """A valid frame for layer 2301 (ecological red line)."""
     return gpd.GeoDataFrame(
-        {"fid": np.arange(1, n + 1), "redline_type": ["biodiversity", "water_conservation"] * (n // 2) + ["karst"] * (n % 2),
+        {"fid": np.arange(1, n + 1),
+         "redline_type": ["biodiversity", "water_conservation"] * (n // 2) + ["karst"] * (n % 2),
          "name": [f"红线{i}" for i in range(n)]},
         geometry=star_polygons(n, seed=seed),
         crs=crs,

@@ -40,20 +40,9 @@ def register(commands) -> None:
     demo.set_defaults(handler=run)
 
 
-def _cached_manifest(out_dir):
-    """The manifest of an earlier generation by the same generator version (output is deterministic)."""
-    from layers.demo import Manifest
-    from layers.demo.generate import GENERATOR_VERSION
-
-    if not (out_dir / "manifest.json").exists():
-        return None
-    manifest = Manifest.read(out_dir)
-    return manifest if GENERATOR_VERSION in manifest.sources.get("generator", "") else None
-
-
 def run(args) -> int:
     try:
-        from layers.demo import generate_city
+        from layers.demo import cached_city
         from layers.demo.load import load_demo
     except ImportError as exc:
         raise SetupError(f"a demo data package is missing ({exc.name}): run `make install`") from None
@@ -62,13 +51,11 @@ def run(args) -> int:
     out_dir = settings.storage.data_dir / "demo" / f"scale{args.scale}-seed{args.seed}"
     started = time.perf_counter()
     print(f"generating the Jinan demo city (scale {args.scale}, seed {args.seed}) in {out_dir}", file=sys.stderr)
-    manifest = _cached_manifest(out_dir)
-    if manifest is None:
-        try:
-            manifest = generate_city(out_dir, scale=args.scale, seed=args.seed,
-                                     progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
-        except FileNotFoundError as exc:
-            raise SetupError(f"demo input data not found ({exc.filename}): run `make install`") from None
+    try:
+        manifest = cached_city(out_dir, scale=args.scale, seed=args.seed,
+                               progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
+    except FileNotFoundError as exc:
+        raise SetupError(f"demo input data not found ({exc.filename}): run `make install`") from None
     generated = time.perf_counter() - started
     print(f"generated {len(manifest.layers)} vector layers ({manifest.feature_count:,} features) and "
           f"{len(manifest.rasters)} rasters in {generated:.1f} s; loading", file=sys.stderr)

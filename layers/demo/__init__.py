@@ -4,7 +4,7 @@
 city coverage and a manifest with the ground truth; loading them is ``layers.demo.load``'s job.
 """
 
-from layers.demo.generate import generate_city
+from layers.demo.generate import cached_city, generate_city
 from layers.demo.manifest import Manifest
 
-__all__ = ["Manifest", "generate_city"]
+__all__ = ["Manifest", "cached_city", "generate_city"]

@@ -19,14 +19,14 @@ import pyarrow as pa
 from layers.catalogue import load_catalogue
 from layers.demo import layers_current as cur
 from layers.demo import layers_other as oth
-from layers.demo import layers_records as rec
 from layers.demo import layers_plans as pln
+from layers.demo import layers_records as rec
 from layers.demo import places, truth
 from layers.demo.derive import Context, Layer
 from layers.demo.fields import build_fields
 from layers.demo.geoparquet import GEOMETRY_TYPES, catalogue_columns, write_geoparquet
 from layers.demo.grid import Grid
-from layers.demo.manifest import Manifest
+from layers.demo.manifest import MANIFEST_NAME, Manifest
 from layers.demo.networks import heritage_sites, transport_lines, utility_lines
 from layers.demo.planting import plant
 from layers.demo.sources import SRID, load_districts, load_land_cover, unproject
@@ -126,6 +126,24 @@ def generate_city(
     manifest.write(out_dir)
     say(f"manifest: {manifest.feature_count:,} features, {len(manifest.conflicts)} planted conflicts")
     return manifest
+
+
+def cached_city(
+    out_dir: Path, *, scale: int = 1, seed: int = 0, progress: Callable[[str], None] | None = None
+) -> Manifest:
+    """The city in ``out_dir`` if this generator version wrote it there, else a freshly generated one.
+
+    Generation is deterministic, so an earlier output of the same version, seed and scale is the
+    same bytes; a manifest from another version (or none) means generating again.
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / MANIFEST_NAME).exists():
+        manifest = Manifest.read(out_dir)
+        same = (manifest.sources.get("generator") == f"layers.demo.generate_city {GENERATOR_VERSION}"
+                and manifest.scale == scale and manifest.seed == seed)
+        if same:
+            return manifest
+    return generate_city(out_dir, scale=scale, seed=seed, progress=progress)
 
 
 @dataclass

@@ -69,4 +69,5 @@ def historic_conservation(ctx: Context, heritage: Layer) -> Layer:
     zones = ["core"] * len(pick) + ["control_belt"] * len(pick)
     names = [f"{heritage.columns['name'][i]}保护区" for i in pick] * 2
     keep = ~shapely.is_empty(geoms) & (shapely.area(geoms) > 100.0)
-    return Layer("2503", geoms[keep], {"zone": np.asarray(zones)[keep].tolist(), "name": np.asarray(names)[keep].tolist()})
+    columns = {"zone": np.asarray(zones)[keep].tolist(), "name": np.asarray(names)[keep].tolist()}
+    return Layer("2503", geoms[keep], columns)

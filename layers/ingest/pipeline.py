@@ -19,6 +19,7 @@ from layers import store
 from layers.catalogue import Catalogue, Minor, load_catalogue
 from layers.errors import InvalidInput
 from layers.ingest.prepare import (
+    GeometryRepair,
     PrepareReport,
     check_attributes,
     check_geometries,
@@ -139,7 +140,8 @@ def load_frame(engine: Engine, settings: Settings, frame: gpd.GeoDataFrame, *, m
     srid = settings.storage.storage_srid
     frame = to_storage_crs(frame, srid=srid, crs_override=crs, report=report)
     fids = feature_ids(frame)
-    geoms = check_geometries(frame, minor=minor, fids=fids, report=report)
+    # Validity and repair run during the write, beside the COPY (see write_version).
+    geoms = check_geometries(frame, minor=minor, fids=fids, report=report, validity=False)
     attributes = check_attributes(frame, minor=minor, fids=fids, report=report)
     timings["prepare"] = time.perf_counter() - started
     if progress:
@@ -157,8 +159,9 @@ def load_frame(engine: Engine, settings: Settings, frame: gpd.GeoDataFrame, *, m
         conn = sa_conn.connection.driver_connection
         conn.autocommit = True  # transactions are explicit in write_version
         try:
-            version_id, version = write_version(conn, new, fids=fids, attributes=attributes,
-                                                geoms=geoms, progress=progress)
+            version_id, version = write_version(conn, new, fids=fids, attributes=attributes, geoms=geoms,
+                                                repair=GeometryRepair(minor=minor, report=report),
+                                                progress=progress)
         finally:
             conn.autocommit = False
     timings["write"] = time.perf_counter() - started

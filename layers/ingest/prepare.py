@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import shapely
 from pyproj import CRS
 from pyproj.exceptions import CRSError
@@ -82,8 +81,8 @@ def check_geometries(frame: gpd.GeoDataFrame, *, minor: Minor, fids: np.ndarray,
     are dropped (storage is 2D).
 
     With ``validity=False`` only the cheap checks run here, and the caller runs validity and
-    repair chunk by chunk with a ``GeometryRepair`` (``write_version(check=...)`` does, while the
-    COPY streams).
+    repair with a ``GeometryRepair`` (``write_version(repair=...)`` does, while the COPY and the
+    index build run on the server).
     """
     geoms = np.asarray(frame.geometry.values, dtype=object)
     if (shapely.has_z(geoms) | shapely.has_m(geoms)).any():  # force_2d copies every geometry
@@ -109,8 +108,8 @@ def check_geometries(frame: gpd.GeoDataFrame, *, minor: Minor, fids: np.ndarray,
 class GeometryRepair:
     """Validity check and repair of one layer's geometries, usable chunk by chunk.
 
-    ``check`` may run on several chunks at once in worker threads; ``record`` must then be called
-    with each chunk's repairs in feature order, and keeps the report's count and first examples.
+    ``check`` does both steps at once; ``write_version`` runs ``invalid`` beside its COPY and
+    ``repair`` on the few it finds. ``record`` keeps the report's count and first examples.
 
     Examples
     --------
@@ -130,19 +129,29 @@ class GeometryRepair:
 
     def check(self, geoms: np.ndarray, fids: np.ndarray, *, threads: int | None = 1) -> tuple[np.ndarray, list[dict]]:
         """(geometries to store, repairs made); raises ``InvalidInput`` when one cannot be repaired."""
-        valid = is_valid_parallel(geoms, threads=threads)
-        if valid.all():
+        idx = self.invalid(geoms, threads=threads)
+        if not len(idx):
             return geoms, []
-        idx = np.flatnonzero(~valid)
-        reasons = shapely.is_valid_reason(geoms[idx])
-        repaired = _polygonal_or_same(shapely.make_valid(geoms[idx]), self.minor.geometry_type)
+        repaired, repairs = self.repair(geoms[idx], fids[idx])
+        geoms = geoms.copy()
+        geoms[idx] = repaired
+        return geoms, repairs
+
+    @staticmethod
+    def invalid(geoms: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+        """Positions of the invalid geometries (GEOS runs without the GIL, on ``threads`` threads)."""
+        return np.flatnonzero(~is_valid_parallel(geoms, threads=threads))
+
+    def repair(self, invalid: np.ndarray, fids: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+        """``make_valid`` versions of invalid geometries, kept to the layer's kind, and why each was
+        invalid; raises ``InvalidInput`` when one cannot be repaired."""
+        reasons = shapely.is_valid_reason(invalid)
+        repaired = _polygonal_or_same(shapely.make_valid(invalid), self.minor.geometry_type)
         bad = shapely.is_empty(repaired) | ~shapely.is_valid(repaired)
         if bad.any():
             raise InvalidInput(f"{int(bad.sum())} invalid geometries could not be repaired "
-                               f"(fid {_examples(fids[idx[bad]])})")
-        geoms = geoms.copy()
-        geoms[idx] = repaired
-        return geoms, [{"fid": int(fids[i]), "reason": str(reason)} for i, reason in zip(idx, reasons, strict=True)]
+                               f"(fid {_examples(fids[bad])})")
+        return repaired, [{"fid": int(fid), "reason": str(reason)} for fid, reason in zip(fids, reasons, strict=True)]
 
     def record(self, repairs: list[dict]) -> None:
         """Add one chunk's repairs to the report (call in feature order)."""
@@ -171,39 +180,6 @@ def is_valid_parallel(geoms: np.ndarray, *, threads: int | None = None) -> np.nd
     # A few pieces per thread even out polygons of uneven size.
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="is-valid") as pool:
         return np.concatenate(list(pool.map(shapely.is_valid, np.array_split(geoms, threads * 4))))
-
-
-def plain_wkb(column: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
-    """A file's WKB column as an array of ``bytes``, when every value can be stored as it is.
-
-    That is: no missing values, and 2D ISO WKB (geometry type 1–7, either byte order) without an
-    embedded SRID. Otherwise None, and the geometries are written out again from GEOS.
-
-    Examples
-    --------
-    >>> points = [shapely.to_wkb(shapely.Point(1, 2)), shapely.to_wkb(shapely.Point(1, 2), byte_order=0)]
-    >>> plain_wkb(pa.array(points)).tolist() == points
-    True
-    >>> plain_wkb(pa.array([shapely.to_wkb(shapely.Point(1, 2, 3))])) is None
-    True
-    """
-    if isinstance(column, pa.ChunkedArray):
-        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
-    if not (pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)) or column.null_count:
-        return None
-    column = column.cast(pa.large_binary())
-    offsets = np.frombuffer(column.buffers()[1], np.int64, len(column) + 1, column.offset * 8)
-    data = np.frombuffer(column.buffers()[2], np.uint8)
-    if len(column) == 0 or (np.diff(offsets) < 5).any():
-        return None
-    start = offsets[:-1]
-    word = data[start[:, None] + np.arange(1, 5)].astype(np.uint32)
-    little = word @ np.array([1, 1 << 8, 1 << 16, 1 << 24], np.uint32)
-    big = word @ np.array([1 << 24, 1 << 16, 1 << 8, 1], np.uint32)
-    kind = np.where(data[start] == 1, little, big)
-    if not np.isin(data[start], (0, 1)).all() or not ((kind >= 1) & (kind <= 7)).all():
-        return None
-    return column.to_numpy(zero_copy_only=False)
 
 
 def _polygonal_or_same(geoms: np.ndarray, geometry_type: str) -> np.ndarray:

@@ -10,18 +10,20 @@ docs: a transaction whose snapshot predates the commit can see the new rows once
 is attached. Readers select a version id, read from ``layer`` in their own snapshot, so they
 never mix versions.)
 
-The COPY stream is encoded chunk by chunk in worker threads while the server parses the chunk
-before, so Python and the server keep both cores busy; given a ``check``, geometry validity runs
-in the same workers (GEOS without the GIL) instead of before the COPY. Each chunk is sent in one
-blocking libpq call that releases the GIL (``_BlockingWriter``): psycopg's default writer needs
-the GIL again every 128 kB, and with the encoder holding it the server sat idle half the time.
+The COPY stream is encoded chunk by chunk in a worker thread while the server parses the chunk
+before, so Python and the server keep both cores busy. Given a ``repair``, geometry validity (GEOS,
+without the GIL) runs in the background beside the COPY and the index build instead of before
+them; the few invalid geometries it finds are repaired and updated in place before the commit.
+Each chunk is sent in one blocking libpq call that releases the GIL (``_BlockingWriter``):
+psycopg's default writer needs the GIL again every 128 kB, and with the encoder holding it the
+server sat idle half the time.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -138,40 +140,28 @@ class _BlockingWriter(LibpqWriter):
             pgconn.nonblocking = 1
 
 
-class ChunkCheck(Protocol):
-    """Validity and repair run on each chunk as it is encoded (``prepare.GeometryRepair`` is one)."""
+class Repair(Protocol):
+    """Validity and repair of the geometries being written (``prepare.GeometryRepair`` is one)."""
 
-    def check(self, geoms: np.ndarray, fids: np.ndarray) -> tuple[np.ndarray, list[dict]]: ...
+    def invalid(self, geoms: np.ndarray) -> np.ndarray: ...  # positions of the invalid geometries
+
+    def repair(self, invalid: np.ndarray, fids: np.ndarray) -> tuple[np.ndarray, list[dict]]: ...
 
     def record(self, repairs: list[dict]) -> None: ...
 
     def summary(self) -> dict: ...  # {"repaired": count, "repairs": [first examples]}
 
 
-def encoded_chunks(version_id: int, fids: np.ndarray, attributes: pd.DataFrame, geoms: np.ndarray, *,
-                   wkb: Sequence[bytes] | None = None,
-                   check: ChunkCheck | None = None) -> Iterator[tuple[int, bytes, list[dict]]]:
-    """(rows, COPY bytes, repairs) per chunk, in order, encoded in worker threads ahead of the consumer.
-
-    ``wkb``, when given, is the geometries' WKB as read from the file (2D, no SRID), reused
-    instead of written again. ``check`` validates and repairs each chunk first; then two workers
-    run, so that one chunk's validity test (GEOS, without the GIL) overlaps another's encoding.
-    """
-    def encode(start: int, stop: int) -> tuple[int, bytes, list[dict]]:
-        chunk = geoms[start:stop]
-        repairs: list[dict] = []
-        if check is not None:
-            chunk, repairs = check.check(chunk, fids[start:stop])
-        if wkb is not None and not repairs:
-            chunk_wkb = wkb[start:stop]
-        else:
-            chunk_wkb = shapely.to_wkb(chunk, byte_order=1, output_dimension=2)
+def encoded_chunks(version_id: int, fids: np.ndarray, attributes: pd.DataFrame,
+                   geoms: np.ndarray) -> Iterator[tuple[int, bytes]]:
+    """(rows, COPY bytes) per chunk, in order, encoded in a worker thread ahead of the consumer."""
+    def encode(start: int, stop: int) -> tuple[int, bytes]:
+        chunk_wkb = shapely.to_wkb(geoms[start:stop], byte_order=1, output_dimension=2)
         props = props_json(attributes.iloc[start:stop])
-        return stop - start, encode_rows(version_id, fids[start:stop], props, chunk_wkb), repairs
+        return stop - start, encode_rows(version_id, fids[start:stop], props, chunk_wkb)
 
-    # WKB writing and the join hold the GIL: a second worker only helps when validity runs here too.
-    workers = 2 if check is not None else 1
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="copy-encode") as pool:
+    # WKB writing and the join hold the GIL: one worker, ahead of the thread that sends.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy-encode") as pool:
         pending: deque[Future] = deque()
         try:
             for start, stop in _chunk_bounds(len(fids)):
@@ -186,57 +176,84 @@ def encoded_chunks(version_id: int, fids: np.ndarray, attributes: pd.DataFrame, 
 
 
 def write_version(conn: psycopg.Connection, new: NewVersion, *, fids: np.ndarray,
-                  attributes: pd.DataFrame, geoms: np.ndarray, wkb: Sequence[bytes] | None = None,
-                  check: ChunkCheck | None = None, progress: Progress | None = None,
-                  timings: dict[str, float] | None = None) -> tuple[int, int]:
+                  attributes: pd.DataFrame, geoms: np.ndarray, repair: Repair | None = None,
+                  progress: Progress | None = None, timings: dict[str, float] | None = None) -> tuple[int, int]:
     """Store a new version of a vector layer and make it current, atomically.
 
     Parameters
     ----------
     conn : a psycopg connection in autocommit mode (the transaction is opened here).
     fids, attributes, geoms : the prepared features (see ``layers.ingest.prepare``), geometries in
-        the storage CRS; valid, unless ``check`` is given.
-    wkb : the geometries' 2D WKB when already at hand (read from a file in the storage CRS).
-    check : validity and repair, run chunk by chunk during the COPY; its repairs are recorded in
-        order and the version row's ``repaired_count`` and ``report`` are updated before commit.
-    timings : when given, receives seconds spent in ``copy``, ``index`` and ``commit``.
+        the storage CRS; valid, unless ``repair`` is given.
+    repair : validity and repair; the check runs in the background during the COPY and the index
+        build, then the invalid geometries are repaired, updated in place, and the version row's
+        ``repaired_count``, ``report`` and extent follow, all before the commit.
+    timings : when given, receives seconds spent in ``copy``, ``index``, ``repair`` and ``commit``.
 
     Returns
     -------
     (version_id, version): the new version's row id and its number within the layer.
     """
     clock = _Clock(timings)
-    with conn.transaction(), conn.cursor() as cur:
-        version_id, version = _insert_version_row(cur, new, feature_count=len(fids), geoms=geoms)
-        table = f"feature_v{version_id}"
-        cur.execute(f"CREATE TABLE {table} (LIKE feature INCLUDING DEFAULTS)")
-        done = 0
-        copy_sql = f"COPY {table} (version_id, fid, props, geom) FROM STDIN (FORMAT binary, FREEZE)"
-        with cur.copy(copy_sql, writer=_BlockingWriter(cur)) as cp:
-            cp.write(COPY_HEADER)
-            for rows, data, repairs in encoded_chunks(version_id, fids, attributes, geoms, wkb=wkb, check=check):
-                cp.write(data)
-                if check is not None:
-                    check.record(repairs)
-                done += rows
-                if progress:
-                    progress("copy", done, len(fids))
-            cp.write(COPY_TRAILER)
-        clock.lap("copy")
-        if check is not None:
-            summary = check.summary()
-            cur.execute("UPDATE layer_version SET repaired_count = %s, report = report || %s WHERE id = %s",
-                        (summary["repaired"], psycopg.types.json.Jsonb(summary), version_id))
-        if progress:
-            progress("index", 0, 1)
-        # The CHECK lets ATTACH skip scanning the table; statistics are left to autovacuum.
-        cur.execute(f"ALTER TABLE {table} ADD CONSTRAINT {table}_version CHECK (version_id = {version_id})")
-        cur.execute(f"CREATE INDEX {table}_geom ON {table} USING gist (geom)")
-        cur.execute(f"ALTER TABLE feature ATTACH PARTITION {table} FOR VALUES IN ({version_id})")
-        _make_current(cur, new.layer_code, version_id)
-        clock.lap("index")
-    clock.lap("commit")  # with WAL skipped, the commit syncs the new table's files to disk
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="validity") as background:
+        invalid = background.submit(repair.invalid, geoms) if repair is not None else None
+        with conn.transaction(), conn.cursor() as cur:
+            version_id, version = _insert_version_row(cur, new, feature_count=len(fids), geoms=geoms)
+            table = f"feature_v{version_id}"
+            cur.execute(f"CREATE TABLE {table} (LIKE feature INCLUDING DEFAULTS)")
+            done = 0
+            copy_sql = f"COPY {table} (version_id, fid, props, geom) FROM STDIN (FORMAT binary, FREEZE)"
+            with cur.copy(copy_sql, writer=_BlockingWriter(cur)) as cp:
+                cp.write(COPY_HEADER)
+                for rows, data in encoded_chunks(version_id, fids, attributes, geoms):
+                    cp.write(data)
+                    done += rows
+                    if progress:
+                        progress("copy", done, len(fids))
+                cp.write(COPY_TRAILER)
+            clock.lap("copy")
+            if progress:
+                progress("index", 0, 1)
+            # The CHECK lets ATTACH skip scanning the table; statistics are left to autovacuum.
+            cur.execute(f"ALTER TABLE {table} ADD CONSTRAINT {table}_version CHECK (version_id = {version_id})")
+            cur.execute(f"CREATE INDEX {table}_geom ON {table} USING gist (geom)")
+            clock.lap("index")
+            if invalid is not None:
+                _repair_in_place(cur, table, new, version_id, repair, geoms, fids, invalid.result())
+                clock.lap("repair")
+            cur.execute(f"ALTER TABLE feature ATTACH PARTITION {table} FOR VALUES IN ({version_id})")
+            _make_current(cur, new.layer_code, version_id)
+        clock.lap("commit")  # with WAL skipped, the commit syncs the new table's files to disk
     return version_id, version
+
+
+def _repair_in_place(cur: psycopg.Cursor, table: str, new: NewVersion, version_id: int, repair: Repair,
+                     geoms: np.ndarray, fids: np.ndarray, invalid: np.ndarray) -> None:
+    """Replace the invalid geometries already copied by their repairs; record them on the version."""
+    if len(invalid):
+        repaired, repairs = repair.repair(geoms[invalid], fids[invalid])
+        repair.record(repairs)
+        cur.execute("CREATE TEMP TABLE repaired_geometry (fid bigint, wkb bytea) ON COMMIT DROP")
+        with cur.copy("COPY repaired_geometry (fid, wkb) FROM STDIN") as cp:
+            for fid, wkb in zip(fids[invalid].tolist(), shapely.to_wkb(repaired, output_dimension=2), strict=True):
+                cp.write_row((fid, wkb))
+        cur.execute(f"UPDATE {table} t SET geom = ST_GeomFromWKB(r.wkb, %s) FROM repaired_geometry r"
+                    " WHERE t.fid = r.fid", (new.srid,))
+        fixed = geoms.copy()
+        fixed[invalid] = repaired
+        extent = _extent_wkb(fixed)
+        cur.execute("UPDATE layer_version SET extent = ST_SetSRID(ST_GeomFromWKB(%s), %s) WHERE id = %s",
+                    (extent, new.srid, version_id))
+        if new.coverage_wkb is None:  # the coverage defaults to the extent
+            cur.execute("UPDATE layer_version SET coverage = ST_Multi(extent) WHERE id = %s", (version_id,))
+    summary = repair.summary()
+    cur.execute("UPDATE layer_version SET repaired_count = %s, report = report || %s WHERE id = %s",
+                (summary["repaired"], psycopg.types.json.Jsonb(summary), version_id))
+
+
+def _extent_wkb(geoms: np.ndarray) -> bytes:
+    xmin, ymin, xmax, ymax = shapely.total_bounds(geoms)
+    return shapely.to_wkb(shapely.box(xmin, ymin, xmax, ymax))
 
 
 class _Clock:
@@ -265,8 +282,7 @@ def _insert_version_row(cur: psycopg.Cursor, new: NewVersion, *, feature_count: 
     # One load per layer at a time; loads of different layers run side by side.
     cur.execute("SELECT pg_advisory_xact_lock(hashtext('layer:' || %s))", (new.layer_code,))
     if geoms is not None and len(geoms):
-        xmin, ymin, xmax, ymax = shapely.total_bounds(geoms)
-        extent_wkb = shapely.to_wkb(shapely.box(xmin, ymin, xmax, ymax))
+        extent_wkb = _extent_wkb(geoms)
     cur.execute(
         """
         INSERT INTO layer_version (layer_code, version, source_name, source_checksum, source_crs,

@@ -61,7 +61,8 @@ def test_reprojection_matches_pyproj(empty_store, settings, tmp_path):
     frame = redline_frame(5)
     to_4490 = Transformer.from_crs(4548, 4490, always_xy=True)
     geographic = frame.copy()
-    geographic["geometry"] = shapely.transform(frame.geometry.values, lambda xy: np.column_stack(to_4490.transform(xy[:, 0], xy[:, 1])))
+    geographic["geometry"] = shapely.transform(
+        frame.geometry.values, lambda xy: np.column_stack(to_4490.transform(xy[:, 0], xy[:, 1])))
     geographic = geographic.set_crs(4490, allow_override=True)
     path = write(geographic, tmp_path / "geo.gpkg")
     report = load_layer(empty_store, settings, path=path, layer_code="2301")

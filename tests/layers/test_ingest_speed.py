@@ -12,7 +12,6 @@ import math
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 import shapely
 import sqlalchemy as sa
@@ -27,7 +26,6 @@ from layers.ingest.prepare import (
     check_geometries,
     feature_ids,
     is_valid_parallel,
-    plain_wkb,
 )
 from tests.specimens import BOWTIE, X0, Y0, star_polygons
 
@@ -143,7 +141,7 @@ def test_z_is_dropped():
     assert all(g.equals_exact(f, tolerance=0) for g, f in zip(got, flat, strict=True))
 
 
-def write_prepared(engine, frame: gpd.GeoDataFrame, *, wkb=None, deferred: bool = False) -> tuple[int, PrepareReport]:
+def write_prepared(engine, frame: gpd.GeoDataFrame, *, deferred: bool = False) -> tuple[int, PrepareReport]:
     """The writer on its own: cheap checks here, validity either before or during the COPY."""
     minor = load_catalogue().minor("2301")
     report = PrepareReport()
@@ -152,19 +150,19 @@ def write_prepared(engine, frame: gpd.GeoDataFrame, *, wkb=None, deferred: bool 
     attributes = check_attributes(frame, minor=minor, fids=fids, report=report)
     new = write.NewVersion(layer_code="2301", source_name="t", source_checksum="t", source_crs="EPSG:4548",
                            srid=4548, valid_from=None, report={"repaired": report.repaired}, coverage_wkb=None)
-    check = GeometryRepair(minor=minor, report=report) if deferred else None
+    repair = GeometryRepair(minor=minor, report=report) if deferred else None
     with engine.connect() as sa_conn:
         conn = sa_conn.connection.driver_connection
         conn.autocommit = True
         try:
             version_id, _ = write.write_version(conn, new, fids=fids, attributes=attributes, geoms=geoms,
-                                                wkb=wkb, check=check)
+                                                repair=repair)
         finally:
             conn.autocommit = False
     return version_id, report
 
 
-def test_validity_during_the_copy_repairs_and_reports_in_order(empty_store, small_chunks):
+def test_validity_beside_the_copy_repairs_and_reports_in_order(empty_store, small_chunks):
     frame = tricky_frame(60)
     bowtie_rows = [4, 5, 33, 59]  # in the first chunk, twice in the second, and in the last
     for i in bowtie_rows:
@@ -183,7 +181,7 @@ def test_validity_during_the_copy_repairs_and_reports_in_order(empty_store, smal
     assert count == 4 and [r["fid"] for r in doc["repairs"]] == expected_fids
 
 
-def test_unrepairable_geometry_during_the_copy_rolls_back(empty_store, small_chunks, monkeypatch):
+def test_unrepairable_geometry_beside_the_copy_rolls_back(empty_store, small_chunks, monkeypatch):
     frame = tricky_frame(40)
     frame.loc[30, "geometry"] = shapely.affinity.translate(BOWTIE, X0, Y0 - 1000)
     monkeypatch.setattr("layers.ingest.prepare.shapely.make_valid", lambda g: shapely.buffer(g, -1e9))
@@ -194,33 +192,23 @@ def test_unrepairable_geometry_during_the_copy_rolls_back(empty_store, small_chu
         assert conn.execute(sa.text("SELECT count(*) FROM pg_class WHERE relname LIKE 'feature_v%'")).scalar_one() == 0
 
 
-def test_file_wkb_is_reused_except_in_chunks_with_repairs(empty_store, small_chunks):
-    frame = tricky_frame(45)
-    frame.loc[20, "geometry"] = shapely.affinity.translate(BOWTIE, X0, Y0 - 1000)  # rows 17-23 form a chunk
-    # The "file" WKB deliberately differs from the geometries (shifted 1 m, big-endian): what is
-    # stored shows which of the two was written.
-    wkb = plain_wkb(pa.array(shapely.to_wkb(shapely.transform(frame.geometry.values, lambda xy: xy + [1, 0]),
-                                            byte_order=0)))
-    assert wkb is not None
-    version_id, report = write_prepared(empty_store, frame, wkb=wkb, deferred=True)
+def test_repair_beside_the_copy_updates_the_extent(empty_store):
+    # make_valid drops this polygon's zero-width spike, which reaches far beyond every other
+    # feature: the version's extent (and its default coverage) must shrink with it.
+    frame = tricky_frame(10)
+    tip = Y0 + 50_000
+    spike = shapely.Polygon([(X0, Y0 - 900), (X0 + 10, Y0 - 900), (X0 + 10, Y0 - 890), (X0 + 5, Y0 - 890),
+                             (X0 + 5, tip), (X0 + 5, Y0 - 890), (X0, Y0 - 890), (X0, Y0 - 900)])
+    assert not spike.is_valid and shapely.total_bounds(frame.geometry.values)[3] < tip
+    frame.loc[3, "geometry"] = spike
+    version_id, report = write_prepared(empty_store, frame, deferred=True)
     assert report.repaired == 1
-    stored = stored_rows(empty_store, version_id)
-    for i, (fid, geom) in enumerate(zip(frame["fid"], frame.geometry.values, strict=True)):
-        got = shapely.from_wkb(stored[fid][1])
-        if 17 <= i < 24:  # the repaired chunk is written from the (repaired) geometries
-            assert got.equals(shapely.make_valid(geom)), i
-        else:
-            assert got.equals_exact(shapely.from_wkb(wkb[i]), tolerance=0), i
-        assert stored[fid][2] == 4548
-
-
-@pytest.mark.parametrize(("geometry", "reusable"), [
-    (shapely.box(0, 0, 1, 1), True),
-    (shapely.Point(1, 2, 3), False),  # ISO Z
-    (shapely.set_srid(shapely.Point(1, 2), 4326), False),  # EWKB with an SRID
-    (None, False),
-])
-def test_plain_wkb_accepts_only_2d_wkb_without_srid(geometry, reusable):
-    value = None if geometry is None else shapely.to_wkb(geometry, include_srid=True)
-    column = pa.array([shapely.to_wkb(shapely.Point(0, 0)), value], pa.binary())
-    assert (plain_wkb(column) is not None) == reusable
+    with empty_store.connect() as conn:
+        extent, coverage, stored = conn.execute(sa.text(
+            "SELECT ST_AsBinary(extent), ST_AsBinary(coverage),"
+            " (SELECT ST_AsBinary(ST_Envelope(ST_Extent(geom)::geometry)) FROM feature WHERE version_id = :v)"
+            " FROM layer_version WHERE id = :v"), {"v": version_id}).one()
+    extent = shapely.from_wkb(bytes(extent))
+    assert extent.equals(shapely.from_wkb(bytes(stored)))
+    assert extent.bounds[3] < tip
+    assert shapely.from_wkb(bytes(coverage)).equals(extent)

@@ -26,7 +26,8 @@ def demo_server(demo_city):
 
 def upload_site(page, server, demo_city, name: str, tmp_path) -> str:
     path = tmp_path / f"{name}.geojson"
-    feature = {"type": "Feature", "properties": {"site": name}, "geometry": demo_city.manifest["sites"][name]["geojson"]}
+    geometry = demo_city.manifest["sites"][name]["geojson"]
+    feature = {"type": "Feature", "properties": {"site": name}, "geometry": geometry}
     path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
     open_page(page, server.url + "/site")
     with page.page.expect_response(lambda r: r.url.endswith("/api/v1/sites/check")):
