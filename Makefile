@@ -17,7 +17,7 @@ demo: install
 	for zone in DZ-01 DZ-02 DZ-03 DZ-04; do $(BP) assess $$zone || exit 1; done
 	$(BP) serve
 
-test: install
+test: install lint
 	$(BP) catalogue validate
 	$(PY) -m pytest
 
