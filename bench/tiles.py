@@ -1,20 +1,38 @@
 """Vector tiles: One Blueprint's /tiles endpoint against tipg on the same table, the same tiles.
 
-    .venv/bin/python bench/tiles.py [--features 1000000] [--per-zoom 40] [--rounds 3]
+    .venv/bin/python bench/tiles.py [--features 1000000] [--per-zoom 40] [--rounds 3] [--gzip]
 
 One run: a synthetic cadastral layer (1203, default one million parcels of ~10 vertices over a
 100 km square near Jinan) is loaded once into its own database through ``load_frame`` (reused when
-already there); tipg serves a view of that layer's current partition. Each engine runs alone as a
-uvicorn process on the loopback (one worker each, both on TCP to PostgreSQL, same per-tile feature
-cap, no compression asked), gets the same fixed list of z/x/y at z10–z14 (a seeded sample of the
-tiles over the data), a warm-up pass, then for each zoom ``--rounds`` passes by one client and by
-four concurrent clients. Phases are bounded in time. Writes bench/results/tiles.json.
+already there); tipg serves a view of that layer's current partition. Each server runs as a
+uvicorn process on the loopback (one worker each, all on TCP to PostgreSQL, same per-tile feature
+cap, no compression asked unless ``--gzip``) and gets the same fixed list of z/x/y at z10–z14 (a
+seeded sample of the tiles over the data). Phases are bounded in time.
+
+One Blueprint keeps built tiles in memory; tipg has no tile cache. So One Blueprint is measured three
+ways, each row labelled in ``tile_cache``:
+
+* ``off`` — a server with the tile cache off (``BLUEPRINT_TILE_CACHE_BYTES=0``): every request
+  builds its tile in PostGIS, as tipg does. This is the cold cost of a tile and the like-for-like
+  comparison with tipg (``throughput_*`` ratios, ``p50_z14_ms.blueprint``).
+* ``first request`` — a server with the cache on, asked for each tile once, one client: what the
+  first request of a tile costs there (the cache missed, the tile built and kept).
+* ``warm`` — the same server asked again: tiles come from its cache (``throughput_warm_*`` ratios,
+  against tipg building every tile; not like-for-like, and labelled so).
+
+"Cold" means not in the tile cache: PostgreSQL's buffers are warm for every engine (all get a
+warm-up pass first; the cached server's warm-up uses other tiles so its cache stays empty for the
+measured ones). Then for each zoom ``--rounds`` passes by one client and by four concurrent clients.
+Both One Blueprint servers remember a layer's current version for ``BLUEPRINT_TILE_VERSION_TTL``
+seconds (default 1; set it to 0 in the environment to measure a version look-up on every tile).
+Writes bench/results/tiles.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import http.client
 import json
 import math
@@ -144,10 +162,10 @@ def free_port() -> int:
 
 
 class Engine:
-    """One tile server as a uvicorn process."""
+    """One tile server as a uvicorn process; ``cache`` labels its tile cache in the result rows."""
 
-    def __init__(self, name: str, app: str, env: dict, path: str, settings: Settings) -> None:
-        self.name, self.app, self.path = name, app, path
+    def __init__(self, name: str, app: str, env: dict, path: str, *, cache: str) -> None:
+        self.name, self.app, self.path, self.cache = name, app, path, cache
         self.port = free_port()
         self.env = {**os.environ, **env}
         self.proc: subprocess.Popen | None = None
@@ -180,8 +198,12 @@ class Engine:
                 self.proc.kill()
 
 
+HEADERS: dict[str, str] = {}
+"""Request headers of every tile request (``--gzip`` adds ``Accept-Encoding: gzip``)."""
+
+
 def fetch(conn: http.client.HTTPConnection, path: str) -> tuple[int, bytes]:
-    conn.request("GET", path)
+    conn.request("GET", path, headers=HEADERS)
     response = conn.getresponse()
     return response.status, response.read()
 
@@ -239,6 +261,8 @@ def features_per_tile(engine: Engine, tiles: list) -> float:
     counts = []
     for z, x, y in tiles[:5]:
         status, body = fetch(conn, engine.url(z, x, y))
+        if status == 200 and body and body[:2] == b"\x1f\x8b":
+            body = gzip.decompress(body)
         decoded = mapbox_vector_tile.decode(body) if status == 200 and body else {}
         counts.append(sum(len(v["features"]) for v in decoded.values()))
     conn.close()
@@ -251,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-zoom", type=int, default=40, help="tiles sampled per zoom")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the tiles per phase")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--gzip", action="store_true", help="ask every engine for gzip (Accept-Encoding: gzip)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "tiles.json")
     args = parser.parse_args(argv)
 
@@ -258,61 +283,90 @@ def main(argv: list[str] | None = None) -> int:
     settings = bench_settings()
     version_id, extent = prepare(settings, args.features, args.seed)
     tiles = tile_list(extent, args.per_zoom, args.seed)
+    # The cached server warms up on other tiles, so the measured ones are still cold in its cache.
+    others = {z: [t for t in sample if t not in tiles[z]]
+              for z, sample in tile_list(extent, args.per_zoom, args.seed + 1000).items()}
+    if args.gzip:
+        HEADERS["Accept-Encoding"] = "gzip"
     limit = settings.server.tile_feature_limit
     url = settings.database.database_url
     pg_url = url.replace("postgresql+psycopg://", "postgresql://", 1)
     dataset = {"name": f"parcels-{args.features}", "layer": LAYER, "features": args.features,
                "version_id": version_id, "extent_epsg4548": list(extent),
-               "tiles_per_zoom": {str(z): len(t) for z, t in tiles.items()}, "tile_feature_limit": limit}
-    engines = [
-        Engine("blueprint", "api.asgi:app", {"DATABASE_URL": url}, "/tiles/" + LAYER + "/{z}/{x}/{y}.pbf", settings),
-        Engine("tipg", "tipg.main:app",
-               {"DATABASE_URL": pg_url, "TIPG_DB_SCHEMAS": '["bench"]', "TIPG_DB_TABLES": '["bench.parcels"]',
-                "TIPG_MAX_FEATURES_PER_TILE": str(limit), "TIPG_DB_SPATIAL_EXTENT": "false",
-                "TIPG_DB_DATETIME_EXTENT": "false", "TIPG_CATALOG_TTL": "3600"},
-               "/collections/bench.parcels/tiles/WebMercatorQuad/{z}/{x}/{y}", settings),
-    ]
+               "tiles_per_zoom": {str(z): len(t) for z, t in tiles.items()}, "tile_feature_limit": limit,
+               "accept_encoding": HEADERS.get("Accept-Encoding", "none"),
+               "blueprint_tile_version_ttl_s": settings.server.tile_version_ttl,
+               "blueprint_tile_cache_bytes": settings.server.tile_cache_bytes}
+    path = "/tiles/" + LAYER + "/{z}/{x}/{y}.pbf"
+    cold = Engine("blueprint", "api.asgi:app", {"DATABASE_URL": url, "BLUEPRINT_TILE_CACHE_BYTES": "0"}, path,
+                  cache="off")
+    cached = Engine("blueprint", "api.asgi:app", {"DATABASE_URL": url}, path, cache="warm")
+    tipg = Engine("tipg", "tipg.main:app",
+                  {"DATABASE_URL": pg_url, "TIPG_DB_SCHEMAS": '["bench"]', "TIPG_DB_TABLES": '["bench.parcels"]',
+                   "TIPG_MAX_FEATURES_PER_TILE": str(limit), "TIPG_DB_SPATIAL_EXTENT": "false",
+                   "TIPG_DB_DATETIME_EXTENT": "false", "TIPG_CATALOG_TTL": "3600"},
+                  "/collections/bench.parcels/tiles/WebMercatorQuad/{z}/{x}/{y}", cache="none (tipg has no tile cache)")
+    engines = [cold, cached, tipg]
     results = []
-    print(f"{'engine':10} {'zoom':>4} {'mode':>12} {'req':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-          f"{'tiles/s':>8} {'KB/tile':>8} {'feat/tile':>9}", flush=True)
-    # Both servers stay up; phases alternate between them so a change in machine load hits both alike.
+    print(f"{'engine':10} {'tile cache':>13} {'zoom':>4} {'mode':>12} {'req':>5} {'p50 ms':>8} {'p95 ms':>8} "
+          f"{'p99 ms':>8} {'tiles/s':>8} {'KB/tile':>8} {'feat/tile':>9}", flush=True)
+
+    def record(engine: Engine, cache: str, z: int, mode: str, clients: int, stats: dict, feats: float) -> None:
+        results.append({"engine": engine.name, "tile_cache": cache, "dataset": dataset["name"], "zoom": z,
+                        "mode": mode, "clients": clients, **stats, "mean_features": feats})
+        print(f"{engine.name:10} {cache.split(' (')[0]:>13} {z:>4} {mode:>12} {stats['requests']:>5} "
+              f"{stats['p50_ms']:>8.2f} {stats['p95_ms']:>8.2f} {stats['p99_ms']:>8.2f} "
+              f"{stats['requests_per_s']:>8.1f} {stats['mean_bytes'] / 1024:>8.1f} {feats:>9.1f}", flush=True)
+
+    # All servers stay up; phases alternate between them so a change in machine load hits them alike.
     with contextlib.ExitStack() as stack:
         for engine in engines:
             stack.enter_context(engine)
-        for engine in engines:  # warm-up: every tile once (caches, prepared statements, tipg's catalogue)
+        # Warm-up (PostgreSQL's buffers, prepared statements, pools, tipg's catalogue): every measured tile
+        # once through the uncached servers, other tiles through the cached one.
+        for engine, warm_tiles in ((cold, tiles), (tipg, tiles), (cached, others)):
             for z in ZOOMS:
-                run_phase(engine, tiles[z], clients=1, rounds=1, seconds=PHASE_SECONDS)
+                if warm_tiles[z]:  # low zooms may have no tile left over for the cached server
+                    run_phase(engine, warm_tiles[z], clients=1, rounds=1, seconds=PHASE_SECONDS)
         for z in ZOOMS:
-            feats = {engine.name: features_per_tile(engine, tiles[z]) for engine in engines}
+            feats = {engine.cache: features_per_tile(engine, tiles[z]) for engine in (cold, tipg)}
+            feats[cached.cache] = feats[cold.cache]  # same server code; asking it here would fill its cache
+            stats = run_phase(cached, tiles[z], clients=1, rounds=1, seconds=PHASE_SECONDS)
+            record(cached, "first request", z, "sequential", 1, stats, feats[cached.cache])
             for mode, clients in (("sequential", 1), (f"concurrent{CLIENTS}", CLIENTS)):
                 for engine in (engines if z % 2 == 0 else engines[::-1]):
                     stats = run_phase(engine, tiles[z], clients=clients, rounds=args.rounds, seconds=PHASE_SECONDS)
-                    row = {"engine": engine.name, "dataset": dataset["name"], "zoom": z, "mode": mode,
-                           "clients": clients, **stats, "mean_features": feats[engine.name]}
-                    results.append(row)
-                    print(f"{engine.name:10} {z:>4} {mode:>12} {stats['requests']:>5} {stats['p50_ms']:>8.2f} "
-                          f"{stats['p95_ms']:>8.2f} {stats['p99_ms']:>8.2f} {stats['requests_per_s']:>8.1f} "
-                          f"{stats['mean_bytes'] / 1024:>8.1f} {feats[engine.name]:>9.1f}", flush=True)
+                    record(engine, engine.cache, z, mode, clients, stats, feats[engine.cache])
 
-    def pick(engine: str, z: int, mode: str) -> dict:
-        return next(r for r in results if r["engine"] == engine and r["zoom"] == z and r["mode"] == mode)
+    def pick(engine: Engine, z: int, mode: str, cache: str | None = None) -> dict:
+        cache = cache or engine.cache
+        return next(r for r in results if r["engine"] == engine.name and r["tile_cache"] == cache
+                    and r["zoom"] == z and r["mode"] == mode)
 
     ratios: dict = {}
-    for mode in ("sequential", f"concurrent{CLIENTS}"):
-        ours = [pick("blueprint", z, mode)["requests_per_s"] for z in ZOOMS]
-        theirs = [pick("tipg", z, mode)["requests_per_s"] for z in ZOOMS]
-        ratios[f"throughput_{mode}_by_zoom"] = {str(z): round(a / b, 2)
-                                                for z, a, b in zip(ZOOMS, ours, theirs, strict=True)}
-        ratios[f"throughput_{mode}_geomean"] = round(math.prod(a / b for a, b in zip(ours, theirs, strict=True))
-                                                     ** (1 / len(ZOOMS)), 2)
-    ratios["p50_z14_ms"] = {"blueprint": pick("blueprint", 14, "sequential")["p50_ms"],
-                            "tipg": pick("tipg", 14, "sequential")["p50_ms"]}
+    for label, ours_engine in (("", cold), ("warm_", cached)):
+        for mode in ("sequential", f"concurrent{CLIENTS}"):
+            ours = [pick(ours_engine, z, mode)["requests_per_s"] for z in ZOOMS]
+            theirs = [pick(tipg, z, mode)["requests_per_s"] for z in ZOOMS]
+            ratios[f"throughput_{label}{mode}_by_zoom"] = {str(z): round(a / b, 2)
+                                                           for z, a, b in zip(ZOOMS, ours, theirs, strict=True)}
+            ratios[f"throughput_{label}{mode}_geomean"] = round(
+                math.prod(a / b for a, b in zip(ours, theirs, strict=True)) ** (1 / len(ZOOMS)), 2)
+    ratios["p50_z14_ms"] = {"blueprint": pick(cold, 14, "sequential")["p50_ms"],
+                            "blueprint_first_request": pick(cached, 14, "sequential", "first request")["p50_ms"],
+                            "blueprint_warm": pick(cached, 14, "sequential")["p50_ms"],
+                            "tipg": pick(tipg, 14, "sequential")["p50_ms"]}
     out = {"benchmark": "tiles", "dataset": dataset, "results": results, "ratios": ratios,
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                        "load_average_before": [round(v, 2) for v in load_before],
                        "load_average_after": [round(v, 2) for v in os.getloadavg()]},
-           "notes": "loopback HTTP/1.1 keep-alive, no compression; both engines one uvicorn worker on TCP to the same "
-                    "PostgreSQL; blueprint simplifies to 1/4 px and clips in the storage CRS, tipg orders by id"}
+           "notes": "loopback HTTP/1.1 keep-alive; every engine one uvicorn worker on TCP to the same PostgreSQL; "
+                    "blueprint simplifies to 1/4 px and clips in the storage CRS, tipg orders by id. tile_cache: "
+                    "'off' = blueprint with its tile cache off, every request builds the tile (cold; like-for-like "
+                    "with tipg: throughput_sequential/concurrent4 ratios, p50_z14_ms.blueprint); 'first request' = "
+                    "each tile's first request to the cached server; 'warm' = served from blueprint's tile cache "
+                    "(throughput_warm_* ratios; tipg has no tile cache and builds every tile). PostgreSQL buffers "
+                    "are warm for all."}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print("ratios (blueprint / tipg):", json.dumps(ratios))

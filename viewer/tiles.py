@@ -112,6 +112,13 @@ def _merc(lon: float, lat: float) -> tuple[float, float]:
     return lon / 180.0 * HALF_WORLD, math.log(math.tan(math.pi / 4 + math.radians(lat) / 2)) * HALF_WORLD / math.pi
 
 
+# The affine fit is least squares on a 7×7 grid spanning the unit square (s, t), the same for every
+# tile: its pseudo-inverse is computed once and each tile's fit is one small matrix product.
+_UNIT_S, _UNIT_T = (g.ravel() for g in np.meshgrid(np.linspace(0.0, 1.0, 7), np.linspace(0.0, 1.0, 7)))
+_UNIT_DESIGN = np.column_stack([_UNIT_S, _UNIT_T, np.ones_like(_UNIT_S)])
+_UNIT_FIT = np.linalg.pinv(_UNIT_DESIGN)
+
+
 @lru_cache(maxsize=16384)
 def tile_plan(z: int, x: int, y: int, srid: int) -> TilePlan:
     """Plan one tile (cached): its storage-CRS box and the affine map if it is accurate enough.
@@ -138,18 +145,16 @@ def tile_plan(z: int, x: int, y: int, srid: int) -> TilePlan:
     box = from_merc.transform_bounds(mx0, my0, mx1, my1, densify_pts=21)
     tolerance = SIMPLIFY * (box[2] - box[0]) / ((mx1 - mx0) * scale)
     # Fit storage → tile units on a 7×7 grid over the box and keep it if its worst error is small.
-    gx, gy = (g.ravel() for g in np.meshgrid(np.linspace(box[0], box[2], 7), np.linspace(box[1], box[3], 7)))
-    mx, my = to_merc.transform(gx, gy)
-    u, v = np.asarray(mx) * scale + mercator[1], -np.asarray(my) * scale + mercator[2]
-    design = np.column_stack([gx - box[0], gy - box[1], np.ones_like(gx)])
-    cu, *_ = np.linalg.lstsq(design, u, rcond=None)
-    cv, *_ = np.linalg.lstsq(design, v, rcond=None)
-    error = float(max(np.abs(design @ cu - u).max(), np.abs(design @ cv - v).max()))
+    width, height = box[2] - box[0], box[3] - box[1]
+    mx, my = to_merc.transform(box[0] + _UNIT_S * width, box[1] + _UNIT_T * height)
+    uv = np.column_stack([np.asarray(mx) * scale + mercator[1], -np.asarray(my) * scale + mercator[2]])
+    coef = _UNIT_FIT @ uv  # rows: per unit s, per unit t, constant; columns: u, v
+    error = float(np.abs(_UNIT_DESIGN @ coef - uv).max())
     if not math.isfinite(error) or error > AFFINE_MAX_ERROR:
         return TilePlan(tuple(box), None, mercator, tolerance, error)
-    a, b, c0 = (float(c) for c in cu)
-    d, e, f0 = (float(c) for c in cv)
-    affine = (a, b, d, e, c0 - a * box[0] - b * box[1], f0 - d * box[0] - e * box[1])
+    (us, vs), (ut, vt), (u0, v0) = coef.tolist()
+    a, b, d, e = us / width, ut / height, vs / width, vt / height
+    affine = (a, b, d, e, u0 - a * box[0] - b * box[1], v0 - d * box[0] - e * box[1])
     return TilePlan(tuple(box), affine, mercator, tolerance, error)
 
 
@@ -242,5 +247,5 @@ def build_tile(conn, minor: Minor, *, version_id: int, z: int, x: int, y: int, s
         return b""
     if isinstance(conn, sa.Connection):
         conn = conn.connection.driver_connection
-    row = conn.execute(*query).fetchone()
+    row = conn.execute(*query, binary=True).fetchone()  # the bytea as is, not hex-encoded
     return bytes(row[0]) if row and row[0] is not None else b""

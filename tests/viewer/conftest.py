@@ -20,6 +20,7 @@ import pytest
 import shapely
 import sqlalchemy as sa
 import uvicorn
+from fastapi import FastAPI
 
 from api.app import create_app
 from layers.catalogue import load_catalogue
@@ -127,13 +128,14 @@ def free_port() -> int:
 class Server:
     url: str
     settings: Settings
+    app: FastAPI
 
 
 def run_server(settings: Settings) -> Iterator[Server]:
     """The real application under uvicorn in a background thread, stopped afterwards."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -142,7 +144,7 @@ def run_server(settings: Settings) -> Iterator[Server]:
             raise RuntimeError("the test server did not start")
         time.sleep(0.05)
     try:
-        yield Server(f"http://127.0.0.1:{port}", settings)
+        yield Server(f"http://127.0.0.1:{port}", settings, app)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
