@@ -1,9 +1,12 @@
-"""Benchmark: two-layer polygon intersection, One Blueprint's kernel against its peers.
+"""Benchmark: polygon overlay, One Blueprint against its peers, on synthetic coverages and the demo city.
 
-Run ``.venv/bin/python bench/overlay.py [--quick] [--repeat N]``. Two synthetic coverages of
-100,000 polygons (10,000 with ``--quick``) of 45 vertices each are generated deterministically:
-jittered grids with wiggly shared edges in EPSG:4548 coordinates, the second rotated by 10° and
-shifted. On the same data, in one run, it times:
+Run ``.venv/bin/python bench/overlay.py [--part all|synthetic|demo] [--quick] [--scale 10] [--repeat N]``.
+One run measures two parts on the same code (``--part`` runs one of them and keeps the other's
+earlier results in the results file).
+
+Synthetic part, the raw two-layer overlay. Two synthetic coverages of 100,000 polygons (10,000
+with ``--quick``) of 45 vertices each are generated deterministically: jittered grids with wiggly
+shared edges in EPSG:4548 coordinates, the second rotated by 10° and shifted. It times:
 
 - ``blueprint``: :func:`spatial.overlay.intersect_pairs` with 2 threads;
 - ``geopandas``: ``geopandas.overlay(how="intersection")``;
@@ -14,15 +17,26 @@ shifted. On the same data, in one run, it times:
   thread, divided by 2 cores: what GEOS alone would need with perfect pairing and scaling.
 
 Every engine's pair count (pieces of positive area) and total area are checked against ours.
-Results go to ``bench/results/overlay.json``. A peer that cannot be installed or loaded is
-reported as skipped with the reason; nothing is faked.
+
+Demo part, rule-driven conflict detection on the demo city at scale 10 (``--scale``) loaded into
+its own database: ``blueprint`` (the read and detect steps of ``blueprint conflicts run``) against
+``geopandas`` (read the same layers whole, ``geopandas.overlay`` every rule's layer pair, then
+filter by the rules); see ``bench/overlay_demo.py`` for exactly what each clock includes. Per rule,
+conflict counts and areas must agree (areas within 1e-9 relative) or the benchmark fails.
+
+Results go to ``bench/results/overlay.json`` (rows of both datasets; ratios keyed by dataset;
+per-part details under ``parts``). A peer that cannot be installed or loaded is reported as
+skipped with the reason; nothing is faked.
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import datetime as dt
+import gc
 import io
+import json
 import os
 import platform
 import statistics
@@ -44,7 +58,15 @@ import shapely  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import Measurement, print_table, ratio, result_row, write_results  # noqa: E402
+from bench.common import (  # noqa: E402
+    RESULTS_DIR,
+    Measurement,
+    machine,
+    print_table,
+    ratio,
+    result_row,
+    write_results,
+)
 from spatial.overlay import intersect_pairs  # noqa: E402
 
 CRS_EPSG = 4548
@@ -207,7 +229,7 @@ def postgis_engines(left: np.ndarray, right: np.ndarray) -> list[Engine]:
     from layers import db
 
     # a scratch database on the DATABASE_URL server, never the user's own
-    url = db.database_url(bench_settings("blueprint_bench_overlay"))
+    url = db.database_url(bench_settings("blueprint_bench_overlay_grids"))
     db.drop_database(url)
     db.ensure_database(url)
     conn = psycopg.connect(db.libpq_url(url), autocommit=True)
@@ -254,7 +276,7 @@ def postgis_engines(left: np.ndarray, right: np.ndarray) -> list[Engine]:
     return engines
 
 
-# --- report -----------------------------------------------------------------------------------
+# --- synthetic part ---------------------------------------------------------------------------
 
 
 def summarise(geoms: np.ndarray) -> tuple[int, float]:
@@ -267,20 +289,11 @@ def describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="10,000 polygons per layer instead of 100,000")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds over all engines; each reports its median")
-    args = parser.parse_args()
-
-    info, left, right = make_dataset(args.quick)
+def synthetic_part(quick: bool, repeat: int) -> dict:
+    """Raw two-layer overlay of the synthetic coverages, every engine; returns the part's record."""
+    info, left, right = make_dataset(quick)
     name = info["name"]
     print(f"dataset {name}: {info['description']}, {info['vertices_per_polygon']} vertices each", flush=True)
-    print(
-        f"python {platform.python_version()}, shapely {shapely.__version__} (GEOS {shapely.geos_version_string}), "
-        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}",
-        flush=True,
-    )
 
     skipped: dict[str, str] = {}
     setups: list[tuple[str, Callable[[], Engine | list[Engine]]]] = [
@@ -309,10 +322,12 @@ def main() -> None:
     runs: dict[str, Measurement] = {e.name: Measurement() for e in engines}
     # CPU seconds of this process (all threads) as well: wall time on a shared machine includes waiting
     cpu: dict[str, list[float]] = {e.name: [] for e in engines}
-    for round_no in range(args.repeat):
+    for round_no in range(repeat):
         for engine in list(engines):
             try:
                 engine.reset()
+                runs[engine.name].last = None
+                gc.collect()  # the previous engine's garbage is not this one's to collect
                 start, start_cpu = time.perf_counter(), time.process_time()
                 runs[engine.name].last = engine.run()
                 seconds = (time.perf_counter() - start) * engine.scale
@@ -342,37 +357,184 @@ def main() -> None:
     for row in rows:
         row["area_rel_diff"] = float(f"{abs(row['area_m2'] - ours['area_m2']) / ours['area_m2']:.3g}")
         row["pair_diff"] = row["pairs"] - ours["pairs"]
-    ratios = {f"blueprint/{row['engine']}": ratio(ours, row, "seconds") for row in rows[1:]}
+    ratios = {f"{name}: blueprint/{row['engine']}": ratio(ours, row, "seconds") for row in rows[1:]}
 
     print()
     shown = [{**row, "area_rel_diff": f"{row['area_rel_diff']:.1e}"} for row in rows]
     print_table(shown, ["engine", "seconds", "cpu_seconds", "pairs", "pair_diff", "area_m2", "area_rel_diff"])
     print()
-    for key, value in ratios.items():
-        print(f"{key:<30} {value:6.2f}x  ({'blueprint faster' if value >= 1 else 'blueprint slower'})")
+    print_ratios(ratios)
     targets = {}
     by_engine = {row["engine"]: row for row in rows}
     if "sedonadb" in by_engine:
         targets["within 1.1x of sedonadb"] = ours["seconds"] <= 1.1 * by_engine["sedonadb"]["seconds"]
     if "geopandas" in by_engine:
         targets["2x faster than geopandas.overlay"] = by_engine["geopandas"]["seconds"] >= 2 * ours["seconds"]
+    print_targets(targets, skipped)
+    return {
+        "dataset": name,
+        "results": rows,
+        "ratios": ratios,
+        "dataset_info": info,
+        "targets": targets,
+        "skipped": skipped,
+        "median_of": repeat,
+    }
+
+
+# --- demo part --------------------------------------------------------------------------------
+
+
+def demo_part(scale: int, repeat: int) -> dict:
+    """Rule-driven detection against geopandas-overlay-then-filter on the demo city."""
+    from bench import overlay_demo as demo
+
+    print(f"dataset demo-scale{scale}: preparing the demo city", flush=True)
+    city = demo.prepare(scale, progress=lambda m: print(m, flush=True))
+    city.engine.dispose()
+    name = city.info["name"]
+    measured, extras = demo.measure_demo(scale, THREADS, repeat, log=lambda m: print(m, flush=True))
+
+    per_rule = {engine: m.last for engine, m in measured.items()}
+    ours = per_rule["blueprint"]
+    rows, failed = [], {}
+    for engine, m in measured.items():
+        bad, worst = demo.agreement(ours, per_rule[engine])
+        if bad:
+            failed[engine] = bad
+        rows.append(
+            result_row(
+                engine,
+                name,
+                m,
+                conflicts=int(per_rule[engine]["count"].sum()),
+                area_m2=float(per_rule[engine]["area_m2"].sum()),
+                area_rel_diff_max=float(f"{worst:.3g}"),
+                read_seconds=demo.median_of(extras[engine], "read_seconds"),
+                detect_seconds=demo.median_of(extras[engine], "detect_seconds"),
+                cpu_seconds=demo.median_of(extras[engine], "cpu_seconds"),
+            )
+        )
+    by_engine = {row["engine"]: row for row in rows}
+    bp, gp = by_engine["blueprint"], by_engine["geopandas"]
+    ratios = {
+        f"{name}: blueprint/geopandas": ratio(bp, gp, "seconds"),
+        f"{name}: blueprint/geopandas detect only": round(gp["detect_seconds"] / bp["detect_seconds"], 2),
+    }
+
+    print()
+    table = per_rule["blueprint"].join(per_rule["geopandas"].add_suffix("_geopandas"))
+    table["area_rel_diff"] = (table["area_m2"] - table["area_m2_geopandas"]).abs() / table["area_m2"].where(
+        table["area_m2"] > 0, 1.0
+    )
+    print(table.to_string(float_format=lambda v: f"{v:,.3f}" if v >= 1e-3 or v == 0 else f"{v:.1e}"))
+    print()
+    print_table(
+        [{**row, "area_rel_diff_max": f"{row['area_rel_diff_max']:.1e}"} for row in rows],
+        [
+            "engine",
+            "seconds",
+            "read_seconds",
+            "detect_seconds",
+            "cpu_seconds",
+            "conflicts",
+            "area_m2",
+            "area_rel_diff_max",
+        ],
+    )
+    print()
+    print_ratios(ratios)
+    targets = {
+        "5x faster than geopandas overlay-then-filter": gp["seconds"] >= 5 * bp["seconds"],
+        "identical areas per rule (rel diff <= 1e-9) and counts": not failed,
+    }
+    print_targets(targets, {})
+    if failed:
+        raise SystemExit(f"demo-scale{scale}: per-rule counts or areas differ from blueprint's: {failed}")
+    return {
+        "dataset": name,
+        "results": rows,
+        "ratios": ratios,
+        "dataset_info": city.info,
+        "targets": targets,
+        "per_rule": {
+            engine: {code: {"count": int(r["count"]), "area_m2": float(r["area_m2"])} for code, r in frame.iterrows()}
+            for engine, frame in per_rule.items()
+        },
+        "median_of": repeat,
+    }
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def print_ratios(ratios: dict[str, float]) -> None:
+    for key, value in ratios.items():
+        print(f"{key:<50} {value:6.2f}x  ({'blueprint faster' if value >= 1 else 'blueprint slower'})")
+
+
+def print_targets(targets: dict[str, bool], skipped: dict[str, str]) -> None:
     for target, met in targets.items():
         print(f"target {target}: {'met' if met else 'MISSED'}")
     for engine_name, reason in skipped.items():
         print(f"skipped {engine_name}: {reason}")
 
-    path = write_results(
+
+def write_parts(parts: dict[str, dict]) -> Path:
+    """Write the parts just measured (``synthetic``, ``demo``) into ``overlay.json``, keeping the
+    other part of an earlier run."""
+    path = RESULTS_DIR / "overlay.json"
+    kept: dict[str, dict] = {}
+    if path.exists():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        for name, part in previous.get("parts", {}).items():
+            dataset = part.get("dataset")
+            if name not in ("synthetic", "demo") or dataset is None:
+                continue  # an older layout of the file: measured again on the next full run
+            kept[name] = {
+                **part,
+                "results": [r for r in previous["results"] if r["dataset"] == dataset],
+                "ratios": {k: v for k, v in previous["ratios"].items() if k.startswith(f"{dataset}: ")},
+            }
+    stamp = {"machine": machine(), "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    for name, part in parts.items():
+        kept[name] = {**part, **stamp}
+    return write_results(
         "overlay",
-        dataset=name,
-        results=rows,
-        ratios=ratios,
-        dataset_info=info,
-        targets=targets,
-        skipped=skipped,
+        dataset=", ".join(part["dataset"] for part in kept.values()),
+        results=[row for part in kept.values() for row in part["results"]],
+        ratios={key: value for part in kept.values() for key, value in part["ratios"].items()},
+        parts={name: {k: v for k, v in part.items() if k not in ("results", "ratios")} for name, part in kept.items()},
         threads=THREADS,
         geos=shapely.geos_version_string,
-        median_of=args.repeat,
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--part",
+        choices=("all", "synthetic", "demo"),
+        default="all",
+        help="run only the synthetic coverages or only the demo city (the other part's "
+        "earlier results are kept in the results file)",
+    )
+    parser.add_argument("--quick", action="store_true", help="synthetic: 10,000 polygons per layer instead of 100,000")
+    parser.add_argument("--scale", type=int, default=10, help="demo: the demo city's scale")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds over all engines; each reports its median")
+    args = parser.parse_args()
+    print(
+        f"python {platform.python_version()}, shapely {shapely.__version__} (GEOS {shapely.geos_version_string}), "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    parts = {}
+    if args.part in ("all", "synthetic"):
+        parts["synthetic"] = synthetic_part(args.quick, args.repeat)
+        print()
+    if args.part in ("all", "demo"):
+        parts["demo"] = demo_part(args.scale, args.repeat)
+    path = write_parts(parts)
     print(f"wrote {path.relative_to(ROOT)}")
 
 

@@ -83,10 +83,11 @@ def evaluate_rule(
 def _intersect_differing(
     rule: Rule, a: pd.DataFrame, b: pd.DataFrame, a_geom: np.ndarray, b_geom: np.ndarray, threads: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Intersect only pairs whose harmonised values differ: one overlay per value of side a.
+    """Intersect only pairs whose harmonised values differ, in one overlay.
 
-    Splitting by value filters pairs before any geometry work. Features whose value does not
-    harmonise cannot be compared and are left out.
+    The values become integer codes shared by both sides, so the pair filter is one array
+    comparison run before any geometry work. Features whose value does not harmonise cannot be
+    compared and are left out.
     """
     compare = rule.compare
     assert compare is not None
@@ -95,18 +96,14 @@ def _intersect_differing(
             raise ValueError(f"features of layer {side.layer} have no column {name!r}")
     a_val = harmonise(a[compare.a_field], compare.via)
     b_val = harmonise(b[compare.b_field], compare.via)
-    b_known = pd.notna(b_val)
-    parts = []
-    for value in pd.unique(a_val[pd.notna(a_val)]):
-        a_sel = np.flatnonzero(a_val == value)
-        b_sel = np.flatnonzero(b_known & (b_val != value))
-        li, ri, geom, area = intersect_pairs(a_geom[a_sel], b_geom[b_sel], threads=threads)
-        parts.append((a_sel[li], b_sel[ri], geom, area))
-    if not parts:
-        return np.empty(0, np.intp), np.empty(0, np.intp), np.empty(0, object), np.empty(0)
-    a_idx, b_idx, geom, area = (np.concatenate(col) for col in zip(*parts, strict=True))
-    order = np.lexsort((b_idx, a_idx))
-    return a_idx[order], b_idx[order], geom[order], area[order]
+    codes, _ = pd.factorize(pd.Series(np.concatenate([a_val, b_val]), dtype=object), use_na_sentinel=True)
+    a_code, b_code = codes[: len(a_val)], codes[len(a_val) :]  # -1: no class
+
+    def differing(li: np.ndarray, ri: np.ndarray) -> np.ndarray:
+        ac, bc = a_code[li], b_code[ri]
+        return (ac != bc) & (ac >= 0) & (bc >= 0)
+
+    return tuple(intersect_pairs(a_geom, b_geom, threads=threads, pair_filter=differing))
 
 
 def _common_crs(rule: Rule, a_gdf: gpd.GeoDataFrame, b_gdf: gpd.GeoDataFrame) -> CRS:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import shapely
 
-from spatial.overlay import difference_from, intersect_pairs, polygonal
+from spatial.overlay import TOUCH_SAMPLE, _mostly_touching, difference_from, intersect_pairs, polygonal
 
 X0, Y0 = 500_000.0, 4_000_000.0  # EPSG:4548 coordinates near Jinan: large values stress precision
 CRS = 4548
@@ -216,6 +216,56 @@ def test_missing_and_empty_geometries_never_pair_and_lines_are_refused():
     assert len(empty.left_index) == len(empty.geometry) == 0
     with pytest.raises(ValueError, match=r"right\[0\] is a LineString"):
         intersect_pairs([shapely.box(0, 0, 1, 1)], [shapely.LineString([(0, 0), (1, 1)])])
+
+
+def blocks_and_parcels(n: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Plan blocks on a 100 m grid and parcels cut from them (four per block, sharing their edges),
+    plus a few parcels moved 10 m so that they straddle a block border: a real overlap."""
+    x, y = np.meshgrid(np.arange(n) * 100.0 + X0, np.arange(n) * 100.0 + Y0)
+    blocks = shapely.box(x.ravel(), y.ravel(), x.ravel() + 100, y.ravel() + 100)
+    px, py = np.meshgrid(np.arange(2 * n) * 50.0 + X0, np.arange(2 * n) * 50.0 + Y0)
+    px, py = px.ravel(), py.ravel()
+    moved = np.arange(len(px)) % 97 == 5
+    px[moved] += 10.0
+    return shapely.box(px, py, px + 50, py + 50), blocks
+
+
+def test_parcels_cut_from_blocks_are_screened_and_exact():
+    parcels, blocks = blocks_and_parcels()
+    assert _mostly_touching(parcels, blocks, shapely.STRtree(blocks), None)  # most neighbours share an edge
+    got = intersect_pairs(parcels, blocks, threads=2)
+    assert_matches_reference(got, parcels, blocks)
+    assert len(got.area) > len(parcels)  # the moved parcels overlap two blocks or more
+    # rotated coverages cross each other: no screen there
+    left, right = jittered_grid(30, 20, seed=1), jittered_grid(22, 22, seed=2, angle=17.0, cell=97.0)
+    assert len(left) >= 2 * TOUCH_SAMPLE
+    assert not _mostly_touching(left, right, shapely.STRtree(right), None)
+
+
+def test_pair_filter_runs_on_input_indices_before_any_geometry_work():
+    parcels, blocks = blocks_and_parcels()
+    rng = np.random.default_rng(3)
+    use_parcel, use_block = rng.integers(0, 3, len(parcels)), rng.integers(0, 3, len(blocks))
+    got = intersect_pairs(parcels, blocks, pair_filter=lambda li, ri: use_parcel[li] != use_block[ri])
+    ref = reference_pairs(parcels, blocks)
+    ref = ref[use_parcel[ref["l"]] != use_block[ref["r"]]]
+    assert got.left_index.tolist() == ref["l"].tolist()
+    assert got.right_index.tolist() == ref["r"].tolist()
+    np.testing.assert_allclose(got.area, ref["area"].to_numpy(), rtol=1e-9)
+    # with a subdivided polygon the filter still sees input indices, not pieces
+    disc = wiggly_disc(3000, radius=600.0, centre=(X0 + 1000, Y0 + 1000))
+    seen = []
+
+    def not_the_disc(li: np.ndarray, ri: np.ndarray) -> np.ndarray:
+        seen.append(int(ri.max()))
+        return ri != 0
+
+    right = np.array([disc, blocks[0]])
+    got = intersect_pairs(parcels, right, pair_filter=not_the_disc)
+    assert max(seen) == 1
+    ref = reference_pairs(parcels, right)
+    assert got.left_index.tolist() == ref.loc[ref["r"] == 1, "l"].tolist()
+    assert set(got.right_index.tolist()) == {1}
 
 
 def test_difference_matches_geopandas(coverages):
