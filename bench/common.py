@@ -31,7 +31,7 @@ import shapely
 import sqlalchemy as sa
 
 from layers import db
-from layers.settings import DatabaseSettings, Settings
+from layers.settings import Settings
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -46,22 +46,13 @@ def bench_settings(database: str = BENCH_DATABASE) -> Settings:
 
     Benchmarks never touch the user's own database: they get their own, dropped and recreated.
     """
-    base = Settings()
-    if base.database.database_url:
-        url = sa.engine.make_url(base.database.database_url).set(database=database)
-        dbs = DatabaseSettings(DATABASE_URL=url.render_as_string(hide_password=False))
-    else:
-        dbs = DatabaseSettings(BLUEPRINT_DATABASE=database)
-    return Settings(database=dbs, storage=base.storage, server=base.server)
+    return Settings().on_database(database)
 
 
 def bench_database(database: str = BENCH_DATABASE) -> tuple[Settings, sa.Engine]:
     """Drop, recreate and migrate a scratch database; return its settings and an engine on it."""
     settings = bench_settings(database)
-    url = db.database_url(settings)
-    db.drop_database(url)
-    db.migrate(settings, url)
-    return settings, db.make_engine(settings)
+    return settings, db.fresh_database(settings)
 
 
 def libpq_conninfo(engine: sa.Engine) -> str:

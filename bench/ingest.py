@@ -57,6 +57,7 @@ from bench.common import (  # noqa: E402
     star_polygons,
     write_results,
 )
+from layers import db  # noqa: E402
 from layers.catalogue import load_catalogue  # noqa: E402
 from layers.ingest import load_frame, load_layer  # noqa: E402
 from layers.ingest.prepare import (  # noqa: E402
@@ -162,17 +163,12 @@ def write_unvalidated(engine: sa.Engine, frame: gpd.GeoDataFrame, minor) -> None
     """blueprint's writer without the validity check: the binary COPY floor of this machine."""
     report = PrepareReport()
     fids = feature_ids(frame)
-    geoms = check_geometries(frame, minor=minor, fids=fids, report=report, validity=False)
+    geoms = check_geometries(frame, minor=minor, fids=fids, report=report)
     attributes = check_attributes(frame, minor=minor, fids=fids, report=report)
     new = NewVersion(layer_code=LAYER, source_name="bench", source_checksum="bench", source_crs="EPSG:4548",
                      srid=SRID, valid_from=None, report={}, coverage_wkb=None)
-    with engine.connect() as sa_conn:
-        conn = sa_conn.connection.driver_connection
-        conn.autocommit = True
-        try:
-            write_version(conn, new, fids=fids, attributes=attributes, geoms=geoms)
-        finally:
-            conn.autocommit = False
+    with db.autocommit_connection(engine) as conn:
+        write_version(conn, new, fids=fids, attributes=attributes, geoms=geoms)
 
 
 def check_loaded(engine: sa.Engine, engine_name: str, expected_rows: int, expected_area: float) -> None:
@@ -214,21 +210,16 @@ def profile(engine: sa.Engine, settings, parquet: Path, repeat: int) -> dict:
         frame = to_storage_crs(frame, srid=SRID, crs_override=None, report=report)
         fids = feature_ids(frame)
         t = lap("crs_and_fids", t)
-        geoms = check_geometries(frame, minor=minor, fids=fids, report=report, validity=False)
+        geoms = check_geometries(frame, minor=minor, fids=fids, report=report)
         t = lap("cheap_geometry_checks", t)
         attributes = check_attributes(frame, minor=minor, fids=fids, report=report)
         lap("check_attributes", t)
         new = NewVersion(layer_code=LAYER, source_name=parquet.name, source_checksum=source.checksum,
                          source_crs=report.source_crs, srid=SRID, valid_from=None, report={}, coverage_wkb=None)
         timings: dict[str, float] = {}
-        with engine.connect() as sa_conn:
-            conn = sa_conn.connection.driver_connection
-            conn.autocommit = True
-            try:
-                write_version(conn, new, fids=fids, attributes=attributes, geoms=geoms,
-                              repair=GeometryRepair(minor=minor, report=report), timings=timings)
-            finally:
-                conn.autocommit = False
+        with db.autocommit_connection(engine) as conn:
+            write_version(conn, new, fids=fids, attributes=attributes, geoms=geoms,
+                          repair=GeometryRepair(minor=minor, report=report), timings=timings)
         for name in ("copy", "index", "repair", "commit"):
             stages.setdefault(f"write_{name}", []).append(timings[name])
         lap("total", start)

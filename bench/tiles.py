@@ -73,13 +73,12 @@ X0, Y0 = 470_000.0, 3_990_000.0  # south-west corner of the data, EPSG:4548 (Jin
 
 def bench_settings() -> Settings:
     """Settings on a database of its own on the platform's server, reached over TCP loopback."""
-    base = Settings()
-    url = sa.engine.make_url(db.database_url(base)).set(database=DATABASE)
+    settings = Settings().on_database(DATABASE)
+    url = sa.engine.make_url(db.database_url(settings))
     if url.host is None:  # the embedded cluster: its socket URL → the same server on 127.0.0.1
-        port = int(url.query["port"])
-        url = url.set(host="127.0.0.1", port=port, query={})
+        url = url.set(host="127.0.0.1", port=int(url.query["port"]), query={})
     return Settings(database=DatabaseSettings(DATABASE_URL=url.render_as_string(hide_password=False)),
-                    storage=base.storage, server=base.server)
+                    storage=settings.storage, server=settings.server)
 
 
 def parcels(n: int, seed: int) -> gpd.GeoDataFrame:

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
 import yaml
 
 from layers.errors import CatalogueError, NotFound
+
+T = TypeVar("T")
 
 CATALOGUE_PATH = Path(__file__).with_name("catalogue.yaml")
 SCHEMA_PATH = Path(__file__).with_name("catalogue.schema.json")
@@ -215,3 +218,15 @@ def _read(path: Path) -> Catalogue:
     if not isinstance(raw, dict):
         raise CatalogueError(f"catalogue {path} is not a mapping")
     return validate_catalogue(raw)
+
+
+def load_rules_file(path: Path, what: str, validate: Callable[[dict, Catalogue], T]) -> T:
+    """Read a YAML rules file and check it against the catalogue; any mistake is one
+    ``CatalogueError`` line naming the file (``what`` says which rules, e.g. "site rules")."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        return validate(raw, load_catalogue())
+    except (OSError, yaml.YAMLError) as exc:
+        raise CatalogueError(f"cannot read {what} {path}: {exc}".splitlines()[0]) from None
+    except (KeyError, TypeError, ValueError, NotFound) as exc:
+        raise CatalogueError(f"{what} {Path(path).name} invalid: {exc}") from None

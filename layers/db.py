@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -55,9 +57,17 @@ def make_engine(settings: Settings, *, start: bool = True, **kwargs) -> Engine:
     return engine
 
 
-def raw_connection(engine: Engine) -> psycopg.Connection:
-    """A plain psycopg connection from the engine's pool (for COPY)."""
-    return engine.raw_connection().driver_connection  # type: ignore[return-value]
+@contextmanager
+def autocommit_connection(engine: Engine) -> Iterator[psycopg.Connection]:
+    """A plain psycopg connection from the engine's pool in autocommit mode, for code that opens
+    its own transactions (``conn.transaction()``) and COPYs; back to the pool as it was."""
+    with engine.connect() as sa_conn:
+        conn = sa_conn.connection.driver_connection
+        conn.autocommit = True
+        try:
+            yield conn
+        finally:
+            conn.autocommit = False
 
 
 def _server_url(url: str) -> tuple[str, str]:
@@ -102,7 +112,7 @@ def migrate(settings: Settings, url: str | None = None) -> str:
     try:
         with engine.begin() as conn:
             revision = ",".join(sorted(MigrationContext.configure(conn).get_current_heads()))
-            srid = conn.execute(sa.text("select storage_srid from deployment")).scalar_one()
+            srid = storage_srid(conn)
             store.sync_catalogue(conn)
     finally:
         engine.dispose()
@@ -113,6 +123,13 @@ def migrate(settings: Settings, url: str | None = None) -> str:
         )
     return revision or "base"
 
+
+def fresh_database(settings: Settings) -> Engine:
+    """Drop, recreate and migrate the settings' database; return an engine on it (tests, benchmarks)."""
+    url = database_url(settings)
+    drop_database(url)
+    migrate(settings, url)
+    return make_engine(settings)
 
 def storage_srid(conn: sa.Connection) -> int:
     return conn.execute(sa.text("select storage_srid from deployment")).scalar_one()

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +63,8 @@ class Cluster:
         # A unix socket path must stay under ~107 bytes; deep checkouts fall back to /tmp.
         run = self.data_dir / "run"
         if len(str(run)) > 80:
-            return Path(tempfile.gettempdir()) / f"blueprint-{abs(hash(str(run))) % 10**8}"
+            # zlib.crc32, not hash(): str hashes change per process, and every process must agree.
+            return Path(tempfile.gettempdir()) / f"blueprint-{zlib.crc32(str(run).encode()):08x}"
         return run
 
     @property
@@ -144,11 +146,24 @@ def _chown(path: Path, user: pwd.struct_passwd | None) -> None:
         os.chown(path, user.pw_uid, user.pw_gid)
 
 
+def _check_reachable(path: Path, user: pwd.struct_passwd) -> None:
+    """The server user must be able to enter every folder above its data (a checkout under /root,
+    mode 0700, cannot be): say so in one line instead of letting initdb fail obscurely."""
+    for folder in (path, *path.parents):
+        mode, uid, gid = folder.stat().st_mode, folder.stat().st_uid, folder.stat().st_gid
+        if uid == user.pw_uid or mode & 0o001 or (gid == user.pw_gid and mode & 0o010):
+            continue
+        raise SetupError(f"the database server runs as {user.pw_name!r}, who cannot enter {folder}: "
+                         f"move the checkout (or set BLUEPRINT_DATA_DIR) outside it, or `chmod o+x {folder}`")
+
+
 def init_cluster(cluster: Cluster, bindir: Path, user: pwd.struct_passwd | None) -> bool:
     """Create the cluster once; return True when it was created now."""
     if (cluster.pgdata / "PG_VERSION").exists():
         return False
     cluster.data_dir.mkdir(parents=True, exist_ok=True)
+    if user is not None:
+        _check_reachable(cluster.data_dir, user)
     cluster.pgdata.mkdir(mode=0o700, exist_ok=True)
     _chown(cluster.pgdata, user)
     result = _run(

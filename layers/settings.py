@@ -80,3 +80,20 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+
+    def on_database(self, name: str) -> Settings:
+        """The same deployment, but another database on its server (tests and benchmarks use their own).
+
+        Examples
+        --------
+        >>> Settings().on_database("blueprint_test").database.embedded_database  # doctest: +SKIP
+        'blueprint_test'
+        """
+        if self.database.database_url:
+            import sqlalchemy as sa  # only here: settings stay cheap to import
+
+            url = sa.engine.make_url(self.database.database_url).set(database=name)
+            database = DatabaseSettings(DATABASE_URL=url.render_as_string(hide_password=False))
+        else:
+            database = DatabaseSettings(BLUEPRINT_DATABASE=name)
+        return Settings(database=database, storage=self.storage, server=self.server)

@@ -2,7 +2,7 @@
 
 Tests get their own databases on that server so a user's data is never touched:
 ``blueprint_test`` (emptied between tests that load layers) and, for tests that need the demo
-city, ``blueprint_test_demo`` (loaded once per session by tests/demo_fixture.py).
+city, ``blueprint_test_demo`` (loaded once per session by the ``demo_city`` fixture below).
 """
 
 from __future__ import annotations
@@ -14,38 +14,19 @@ import pytest
 import sqlalchemy as sa
 
 from layers import db
-from layers.settings import DatabaseSettings, Settings
+from layers.settings import Settings
 
 TEST_DATABASE = "blueprint_test"
 
 
-def settings_for(database: str) -> Settings:
-    """Settings pointing at a test database on the same server as the user's."""
-    base = Settings()
-    if base.database.database_url:
-        url = sa.engine.make_url(base.database.database_url).set(database=database)
-        dbs = DatabaseSettings(DATABASE_URL=url.render_as_string(hide_password=False))
-    else:
-        dbs = DatabaseSettings(BLUEPRINT_DATABASE=database)
-    return Settings(database=dbs, storage=base.storage, server=base.server)
-
-
-def fresh_database(settings: Settings) -> sa.Engine:
-    """Drop, recreate and migrate a test database; return an engine on it."""
-    url = db.database_url(settings)
-    db.drop_database(url)
-    db.migrate(settings, url)
-    return db.make_engine(settings)
-
-
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    return settings_for(TEST_DATABASE)
+    return Settings().on_database(TEST_DATABASE)
 
 
 @pytest.fixture(scope="session")
 def engine(settings: Settings) -> Iterator[sa.Engine]:
-    eng = fresh_database(settings)
+    eng = db.fresh_database(settings)
     yield eng
     eng.dispose()
 
@@ -108,10 +89,10 @@ def demo_city() -> Iterator[DemoCity]:
     from layers.demo import cached_city
     from layers.demo.load import load_demo
 
-    demo_settings = settings_for(DEMO_DATABASE)
+    demo_settings = Settings().on_database(DEMO_DATABASE)
     out_dir = demo_settings.storage.data_dir / "demo" / "scale1-seed0"
     manifest = asdict(cached_city(out_dir, scale=1, seed=0))
-    eng = fresh_database(demo_settings)
+    eng = db.fresh_database(demo_settings)
     load_demo(eng, demo_settings, out_dir)
     yield DemoCity(demo_settings, eng, out_dir, manifest)
     eng.dispose()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +13,7 @@ import shapely
 from sqlalchemy.engine import Engine
 
 from layers.catalogue import load_catalogue
+from layers.demo.manifest import Manifest
 from layers.ingest import LoadReport, load_layer
 from layers.settings import Settings
 
@@ -32,9 +32,8 @@ class DemoLoad:
 
 def demo_files(out_dir: Path) -> list[tuple[str, Path]]:
     """(layer code, file) for every layer file the generator wrote, in catalogue order."""
-    manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
-    files = {code: out_dir / entry["file"] for code, entry in manifest["layers"].items()}
-    files.update({code: out_dir / entry["file"] for code, entry in manifest.get("rasters", {}).items()})
+    manifest = Manifest.read(out_dir)
+    files = {code: out_dir / entry["file"] for code, entry in (*manifest.layers.items(), *manifest.rasters.items())}
     order = list(load_catalogue().minors)
     return sorted(files.items(), key=lambda item: order.index(item[0]))
 

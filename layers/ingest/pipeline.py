@@ -15,7 +15,7 @@ from pyproj import CRS, Transformer
 from rasterio.errors import RasterioIOError
 from sqlalchemy.engine import Engine
 
-from layers import store
+from layers import db, store
 from layers.catalogue import Catalogue, Minor, load_catalogue
 from layers.errors import InvalidInput
 from layers.ingest.prepare import (
@@ -141,7 +141,7 @@ def load_frame(engine: Engine, settings: Settings, frame: gpd.GeoDataFrame, *, m
     frame = to_storage_crs(frame, srid=srid, crs_override=crs, report=report)
     fids = feature_ids(frame)
     # Validity and repair run during the write, beside the COPY (see write_version).
-    geoms = check_geometries(frame, minor=minor, fids=fids, report=report, validity=False)
+    geoms = check_geometries(frame, minor=minor, fids=fids, report=report)
     attributes = check_attributes(frame, minor=minor, fids=fids, report=report)
     timings["prepare"] = time.perf_counter() - started
     if progress:
@@ -155,15 +155,10 @@ def load_frame(engine: Engine, settings: Settings, frame: gpd.GeoDataFrame, *, m
                 "reprojected": report.reprojected, "extra_attributes": report.extra_attributes},
         coverage_wkb=_coverage_wkb(coverage),
     )
-    with engine.connect() as sa_conn:
-        conn = sa_conn.connection.driver_connection
-        conn.autocommit = True  # transactions are explicit in write_version
-        try:
-            version_id, version = write_version(conn, new, fids=fids, attributes=attributes, geoms=geoms,
-                                                repair=GeometryRepair(minor=minor, report=report),
-                                                progress=progress)
-        finally:
-            conn.autocommit = False
+    with db.autocommit_connection(engine) as conn:
+        version_id, version = write_version(conn, new, fids=fids, attributes=attributes, geoms=geoms,
+                                            repair=GeometryRepair(minor=minor, report=report),
+                                            progress=progress)
     timings["write"] = time.perf_counter() - started
     return LoadReport(
         layer_code=minor.code, version=version, version_id=version_id, source=source_name,
@@ -195,9 +190,7 @@ def load_raster(engine: Engine, settings: Settings, *, path: str | Path, minor: 
             return unchanged
     try:
         with rasterio.open(source) as ds:
-            raster_crs = CRS.from_user_input(crs) if crs else (CRS(ds.crs.to_wkt()) if ds.crs else None)
-            if crs:
-                parse_crs(crs)
+            raster_crs = parse_crs(crs) if crs else (CRS(ds.crs.to_wkt()) if ds.crs else None)
             if raster_crs is None:
                 raise InvalidInput("the raster has no CRS: give one with --crs EPSG:XXXX")
             bounds = ds.bounds
@@ -214,13 +207,8 @@ def load_raster(engine: Engine, settings: Settings, *, path: str | Path, minor: 
                      source_crs=raster_crs.to_string(), srid=srid, valid_from=valid_from,
                      report={"crs": raster_crs.to_string(), "bounds": list(bounds)},
                      coverage_wkb=shapely.to_wkb(extent), raster_path=str(target))
-    with engine.connect() as sa_conn:
-        conn = sa_conn.connection.driver_connection
-        conn.autocommit = True
-        try:
-            version_id, version = write_raster_version(conn, new, extent_wkb=shapely.to_wkb(extent))
-        finally:
-            conn.autocommit = False
+    with db.autocommit_connection(engine) as conn:
+        version_id, version = write_raster_version(conn, new, extent_wkb=shapely.to_wkb(extent))
     return LoadReport(layer_code=minor.code, version=version, version_id=version_id,
                       source=Path(path).name, checksum=checksum, features=0,
                       source_crs=raster_crs.to_string(), reprojected=False, repaired=0,

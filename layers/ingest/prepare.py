@@ -73,16 +73,15 @@ def to_storage_crs(frame: gpd.GeoDataFrame, *, srid: int, crs_override: str | No
 
 
 def check_geometries(frame: gpd.GeoDataFrame, *, minor: Minor, fids: np.ndarray,
-                     report: PrepareReport, validity: bool = True) -> np.ndarray:
+                     report: PrepareReport) -> np.ndarray:
     """Check and repair geometries; return the geometry array to store.
 
     Empty or missing geometries and geometries of the wrong kind are errors: nothing is dropped
     silently. Invalid geometries are repaired with ``make_valid`` and reported. Z and M values
     are dropped (storage is 2D).
 
-    With ``validity=False`` only the cheap checks run here, and the caller runs validity and
-    repair with a ``GeometryRepair`` (``write_version(repair=...)`` does, while the COPY and the
-    index build run on the server).
+    Validity itself is not checked here: ``write_version(repair=GeometryRepair(...))`` runs it
+    while the COPY and the index build run on the server.
     """
     geoms = np.asarray(frame.geometry.values, dtype=object)
     if (shapely.has_z(geoms) | shapely.has_m(geoms)).any():  # force_2d copies every geometry
@@ -98,18 +97,14 @@ def check_geometries(frame: gpd.GeoDataFrame, *, minor: Minor, fids: np.ndarray,
         raise InvalidInput(f"layer {minor.code} takes {minor.geometry_type} geometries but "
                            f"{int(wrong.sum())} features are {', '.join(found)} "
                            f"(fid {_examples(fids[wrong])})")
-    if validity:
-        repair = GeometryRepair(minor=minor, report=report)
-        geoms, repairs = repair.check(geoms, fids, threads=None)
-        repair.record(repairs)
     return geoms
 
 
 class GeometryRepair:
-    """Validity check and repair of one layer's geometries, usable chunk by chunk.
+    """Validity check and repair of one layer's geometries.
 
-    ``check`` does both steps at once; ``write_version`` runs ``invalid`` beside its COPY and
-    ``repair`` on the few it finds. ``record`` keeps the report's count and first examples.
+    ``write_version`` runs ``invalid`` beside its COPY and ``repair`` on the few it finds;
+    ``record`` keeps the report's count and first examples.
 
     Examples
     --------
@@ -117,25 +112,17 @@ class GeometryRepair:
     >>> report = PrepareReport()
     >>> repair = GeometryRepair(minor=load_catalogue().minor("2301"), report=report)
     >>> bowtie = shapely.from_wkt("POLYGON ((0 0, 10 10, 10 0, 0 10, 0 0))")
-    >>> geoms, repairs = repair.check(np.array([shapely.box(0, 0, 1, 1), bowtie]), np.array([1, 2]))
+    >>> geoms = np.array([shapely.box(0, 0, 1, 1), bowtie])
+    >>> bad = repair.invalid(geoms)
+    >>> fixed, repairs = repair.repair(geoms[bad], np.array([1, 2])[bad])
     >>> repair.record(repairs)
-    >>> report.repaired, report.repairs[0]["fid"], geoms[1].geom_type
+    >>> report.repaired, report.repairs[0]["fid"], fixed[0].geom_type
     (1, 2, 'MultiPolygon')
     """
 
     def __init__(self, *, minor: Minor, report: PrepareReport) -> None:
         self.minor = minor
         self.report = report
-
-    def check(self, geoms: np.ndarray, fids: np.ndarray, *, threads: int | None = 1) -> tuple[np.ndarray, list[dict]]:
-        """(geometries to store, repairs made); raises ``InvalidInput`` when one cannot be repaired."""
-        idx = self.invalid(geoms, threads=threads)
-        if not len(idx):
-            return geoms, []
-        repaired, repairs = self.repair(geoms[idx], fids[idx])
-        geoms = geoms.copy()
-        geoms[idx] = repaired
-        return geoms, repairs
 
     @staticmethod
     def invalid(geoms: np.ndarray, *, threads: int | None = None) -> np.ndarray:

@@ -31,7 +31,8 @@ def test_catalogue_validate_rejects_a_broken_file(tmp_path):
 def test_db_up_is_idempotent_and_url_is_stable(settings, engine):
     env = {"BLUEPRINT_DATABASE": settings.database.embedded_database}
     first = run("db", "up", env=env)
+    url_after_first = run("db", "url", env=env).stdout
     second = run("db", "up", env=env)
     assert first.returncode == 0 and second.returncode == 0, second.stderr
     assert "schema at revision" in second.stdout
-    assert run("db", "url", env=env).stdout == run("db", "url", env=env).stdout
+    assert url_after_first.strip() and run("db", "url", env=env).stdout == url_after_first

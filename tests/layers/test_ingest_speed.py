@@ -16,6 +16,7 @@ import pytest
 import shapely
 import sqlalchemy as sa
 
+from layers import db
 from layers.catalogue import load_catalogue
 from layers.errors import InvalidInput
 from layers.ingest import load_frame, write
@@ -141,24 +142,19 @@ def test_z_is_dropped():
     assert all(g.equals_exact(f, tolerance=0) for g, f in zip(got, flat, strict=True))
 
 
-def write_prepared(engine, frame: gpd.GeoDataFrame, *, deferred: bool = False) -> tuple[int, PrepareReport]:
-    """The writer on its own: cheap checks here, validity either before or during the COPY."""
+def write_prepared(engine, frame: gpd.GeoDataFrame) -> tuple[int, PrepareReport]:
+    """The writer on its own: cheap checks here, validity and repair beside the COPY."""
     minor = load_catalogue().minor("2301")
     report = PrepareReport()
     fids = feature_ids(frame)
-    geoms = check_geometries(frame, minor=minor, fids=fids, report=report, validity=not deferred)
+    geoms = check_geometries(frame, minor=minor, fids=fids, report=report)
     attributes = check_attributes(frame, minor=minor, fids=fids, report=report)
     new = write.NewVersion(layer_code="2301", source_name="t", source_checksum="t", source_crs="EPSG:4548",
                            srid=4548, valid_from=None, report={"repaired": report.repaired}, coverage_wkb=None)
-    repair = GeometryRepair(minor=minor, report=report) if deferred else None
-    with engine.connect() as sa_conn:
-        conn = sa_conn.connection.driver_connection
-        conn.autocommit = True
-        try:
-            version_id, _ = write.write_version(conn, new, fids=fids, attributes=attributes, geoms=geoms,
-                                                repair=repair)
-        finally:
-            conn.autocommit = False
+    repair = GeometryRepair(minor=minor, report=report)
+    with db.autocommit_connection(engine) as conn:
+        version_id, _ = write.write_version(conn, new, fids=fids, attributes=attributes, geoms=geoms,
+                                            repair=repair)
     return version_id, report
 
 
@@ -167,7 +163,7 @@ def test_validity_beside_the_copy_repairs_and_reports_in_order(empty_store, smal
     bowtie_rows = [4, 5, 33, 59]  # in the first chunk, twice in the second, and in the last
     for i in bowtie_rows:
         frame.loc[i, "geometry"] = shapely.affinity.translate(BOWTIE, X0 + 10 * i, Y0 - 1000)
-    version_id, report = write_prepared(empty_store, frame, deferred=True)
+    version_id, report = write_prepared(empty_store, frame)
     expected_fids = frame["fid"].to_numpy()[bowtie_rows].tolist()
     assert report.repaired == 4 and [r["fid"] for r in report.repairs] == expected_fids
     assert all("Self-intersection" in r["reason"] for r in report.repairs)
@@ -186,7 +182,7 @@ def test_unrepairable_geometry_beside_the_copy_rolls_back(empty_store, small_chu
     frame.loc[30, "geometry"] = shapely.affinity.translate(BOWTIE, X0, Y0 - 1000)
     monkeypatch.setattr("layers.ingest.prepare.shapely.make_valid", lambda g: shapely.buffer(g, -1e9))
     with pytest.raises(InvalidInput, match=f"could not be repaired \\(fid {frame['fid'].iloc[30]}\\)"):
-        write_prepared(empty_store, frame, deferred=True)
+        write_prepared(empty_store, frame)
     with empty_store.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM layer_version")).scalar_one() == 0
         assert conn.execute(sa.text("SELECT count(*) FROM pg_class WHERE relname LIKE 'feature_v%'")).scalar_one() == 0
@@ -201,7 +197,7 @@ def test_repair_beside_the_copy_updates_the_extent(empty_store):
                              (X0 + 5, tip), (X0 + 5, Y0 - 890), (X0, Y0 - 890), (X0, Y0 - 900)])
     assert not spike.is_valid and shapely.total_bounds(frame.geometry.values)[3] < tip
     frame.loc[3, "geometry"] = spike
-    version_id, report = write_prepared(empty_store, frame, deferred=True)
+    version_id, report = write_prepared(empty_store, frame)
     assert report.repaired == 1
     with empty_store.connect() as conn:
         extent, coverage, stored = conn.execute(sa.text(

@@ -11,20 +11,20 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from layers import db
 from layers.settings import Settings
 from spatial.assessment import assess_zone
-from tests.conftest import fresh_database, settings_for
 from tests.site.city import SITE_DATABASE, City, load_city
 
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    return settings_for(SITE_DATABASE)
+    return Settings().on_database(SITE_DATABASE)
 
 
 @pytest.fixture(scope="session")
 def engine(settings: Settings) -> Iterator[sa.Engine]:
-    eng = fresh_database(settings)
+    eng = db.fresh_database(settings)
     yield eng
     eng.dispose()
 
