@@ -23,12 +23,11 @@ import geopandas as gpd
 import pandas as pd
 import shapely
 import sqlalchemy as sa
-import yaml
 from sqlalchemy.engine import Engine
 
 from layers import store
-from layers.catalogue import Catalogue, Minor, load_catalogue
-from layers.errors import CatalogueError, InvalidInput, NotFound
+from layers.catalogue import Catalogue, Minor, load_rules_file
+from layers.errors import InvalidInput, NotFound
 from layers.ingest import load_frame
 from layers.settings import Settings
 from layers.store import VersionInfo
@@ -74,13 +73,7 @@ class AssessmentRules:
 @lru_cache(maxsize=4)
 def load_assessment_rules(path: Path = RULES_PATH) -> AssessmentRules:
     """Read and check the rules against the catalogue; a mistake is a one-line ``CatalogueError``."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        return _validate(raw, load_catalogue())
-    except (OSError, yaml.YAMLError) as exc:
-        raise CatalogueError(f"cannot read assessment rules {path}: {exc}".splitlines()[0]) from None
-    except (KeyError, TypeError, ValueError, NotFound) as exc:
-        raise CatalogueError(f"assessment rules {Path(path).name} invalid: {exc}") from None
+    return load_rules_file(path, "assessment rules", _validate)
 
 
 def _validate(raw: dict, catalogue: Catalogue) -> AssessmentRules:

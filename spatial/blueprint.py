@@ -17,7 +17,6 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from layers.ingest import load_frame
 from layers.settings import Settings
 from spatial.conflicts.rules import RULES_PATH, PriorityEntry, harmonise, load_rules
 from spatial.conflicts.run import LayerPlan, default_threads, read_layers
-from spatial.overlay import MAX_VERTICES, _subdivide, difference_from, polygonal
+from spatial.overlay import difference_from, map_ranges, parallel, polygonal
 
 BLUEPRINT_LAYER = "3105"
 CITY_LAYERS = ("1101", "2201")
@@ -245,15 +244,19 @@ def cut(geoms: np.ndarray, cutters: np.ndarray, *, threads: int = 2, earlier_onl
     if len(out) == 0 or len(cutters) == 0:
         return out
     tree = shapely.STRtree(cutters)
-    li, ri = np.concatenate(_threaded(lambda g: tree.query(g, predicate="intersects"), out, threads=threads,
-                                      offsets=True), axis=1)
+    def query(start: int, stop: int) -> np.ndarray:
+        found = tree.query(out[start:stop], predicate="intersects")
+        found[0] += start
+        return found
+
+    li, ri = np.concatenate(map_ranges(query, len(out), threads) or [np.empty((2, 0), np.intp)], axis=1)
     if earlier_only:
         li, ri = li[ri < li], ri[ri < li]
-    overlapping = ~np.concatenate(_threaded(shapely.touches, out[li], cutters[ri], threads=threads))
+    overlapping = ~parallel(shapely.touches, out[li], cutters[ri], threads=threads)
     li, ri = li[overlapping], ri[overlapping]
     # shared edges that differ by rounding overlap by nothing worth a new geometry (cutting them
     # would only put near-coincident vertices in, which later overlays handle badly)
-    shared = shapely.area(np.concatenate(_threaded(shapely.intersection, out[li], cutters[ri], threads=threads)))
+    shared = shapely.area(parallel(shapely.intersection, out[li], cutters[ri], threads=threads))
     li, ri = li[shared > SLIVER_M2], ri[shared > SLIVER_M2]
     covered = shapely.covers(cutters[ri], out[li])
     gone = np.zeros(len(out), dtype=bool)
@@ -270,36 +273,18 @@ def cut(geoms: np.ndarray, cutters: np.ndarray, *, threads: int = 2, earlier_onl
     if len(several):
         groups = np.empty(len(several), dtype=object)
         groups[:] = [cutters[ri[starts[k]:starts[k] + sizes[k]]] for k in several]
-        knives[several] = np.concatenate(_threaded(_union_each, groups, threads=threads))
+        knives[several] = parallel(_union_each, groups, threads=threads)
     out[gone] = _EMPTY
     if len(targets):
-        out[targets] = polygonal(np.concatenate(_threaded(shapely.difference, out[targets], knives,
-                                                          threads=threads)))
+        out[targets] = polygonal(parallel(shapely.difference, out[targets], knives, threads=threads))
     return out
 
 
 def _minus(pieces: np.ndarray, held: np.ndarray, threads: int) -> np.ndarray:
-    """Each piece minus every held polygon, through the overlay kernel.
-
-    Big pieces are subdivided here and their remainders re-unioned here: ``difference_from``
-    (spatial/overlay.py, at this writing) re-unions the parts of left polygons it subdivided
-    itself assuming they arrive sorted, so two big polygons in one call can swap parts.
-    """
-    parts, origin = _subdivide(pieces, MAX_VERTICES)
-    rest = difference_from(parts, held, threads=threads)
-    keys = origin[rest.left_index]
-    order = np.argsort(keys, kind="stable")
-    keys, geoms = keys[order], rest.geometry[order]
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.empty(0, int)
-    sizes = np.diff(np.r_[starts, len(keys)])
-    merged = geoms[starts].copy()
-    several = np.flatnonzero(sizes > 1)
-    if len(several):
-        groups = np.empty(len(several), dtype=object)
-        groups[:] = [geoms[starts[k]:starts[k] + sizes[k]] for k in several]
-        merged[several] = polygonal(np.concatenate(_threaded(_union_each, groups, threads=threads)))
+    """Each piece minus every held polygon, through the overlay kernel (empty where nothing is left)."""
+    rest = difference_from(pieces, held, threads=threads)
     out = np.full(len(pieces), _EMPTY, dtype=object)
-    out[keys[starts]] = merged
+    out[rest.left_index] = rest.geometry
     return out
 
 
@@ -314,8 +299,8 @@ def _clip(pieces: np.ndarray, city: shapely.Geometry, threads: int) -> np.ndarra
     out = pieces.copy()
     outside = ~shapely.covers(city, pieces) & ~shapely.is_empty(pieces)
     if outside.any():
-        out[outside] = polygonal(np.concatenate(_threaded(lambda g: shapely.intersection(g, city), pieces[outside],
-                                                          threads=threads)))
+        out[outside] = polygonal(parallel(lambda g: shapely.intersection(g, city), pieces[outside],
+                                          threads=threads))
     return out
 
 
@@ -338,8 +323,8 @@ class _Fill:
         pi, ti = self.tree.query(pieces, predicate="intersects")
         share = shapely.area(pieces[pi])
         crossing = np.flatnonzero(~shapely.covers(self.tiles[ti], pieces[pi]))
-        share[crossing] = shapely.area(np.concatenate(_threaded(
-            shapely.intersection, pieces[pi[crossing]], self.tiles[ti[crossing]], threads=self.threads)))
+        share[crossing] = shapely.area(parallel(
+            shapely.intersection, pieces[pi[crossing]], self.tiles[ti[crossing]], threads=self.threads))
         self.filled += np.bincount(ti, weights=share, minlength=len(self.tiles))
 
     def gaps(self) -> np.ndarray:
@@ -371,28 +356,6 @@ def _tiles(city: shapely.Geometry, count: int) -> np.ndarray:
     boxes = shapely.box(gx.ravel(), gy.ravel(), np.minimum(gx.ravel() + side, x1), np.minimum(gy.ravel() + side, y1))
     tiles = polygonal(shapely.intersection(boxes, city))
     return tiles[shapely.area(tiles) > 0]
-
-
-def _threaded(func: Callable, *arrays: np.ndarray, threads: int, offsets: bool = False) -> list:
-    """``func`` over chunks of equal-length arrays on a thread pool (GEOS releases the GIL).
-
-    With ``offsets`` the first row of each result (an index into the chunk) is shifted back to
-    an index into the whole array.
-    """
-    n = len(arrays[0])
-    chunks = 1 if threads <= 1 or n < 2_000 else threads * 4
-    bounds = np.linspace(0, n, chunks + 1).astype(int)
-
-    def one(k: int):
-        result = func(*(a[bounds[k]:bounds[k + 1]] for a in arrays))
-        if offsets:
-            result[0] += bounds[k]
-        return result
-
-    if chunks == 1:
-        return [one(0)]
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(one, range(chunks)))
 
 
 def _city(conn: sa.Connection, current: dict, srid: int) -> tuple[shapely.Geometry, str]:

@@ -124,7 +124,7 @@ def intersect_pairs(
     geom[l_in_r] = lp[pli[l_in_r]]  # right covers left: the answer is the left piece itself
     geom[r_in_l & ~l_in_r] = rp[pri[r_in_l & ~l_in_r]]
     todo = np.flatnonzero(~(l_in_r | r_in_l))
-    geom[todo] = _parallel(_intersection, lp[pli[todo]], rp[pri[todo]], threads=threads)
+    geom[todo] = parallel(_intersection, lp[pli[todo]], rp[pri[todo]], threads=threads)
     area = shapely.area(geom)
 
     keep = area > 0
@@ -190,7 +190,7 @@ def difference_from(
         # one difference per left piece against the union of its partners
         pieces, cutters = _union_groups(rp[pri], pli, threads)
         targets = pli[pieces]
-        geom[targets] = _parallel(_difference, lp[targets], cutters, threads=threads)
+        geom[targets] = parallel(_difference, lp[targets], cutters, threads=threads)
     area = shapely.area(geom)
 
     keep = np.flatnonzero(area > 0)
@@ -312,12 +312,12 @@ def _query_pairs(
         found[0] += start
         return found if keep is None else found[:, keep(found[0], found[1])]
 
-    found = _map_ranges(query, len(lp), threads)
+    found = map_ranges(query, len(lp), threads)
     if not found:
         return np.empty(0, np.intp), np.empty(0, np.intp)
     li, ri = np.concatenate(found, axis=1)
     if predicate is None:
-        hit = _parallel(_interiors_meet if screen else shapely.intersects, lp[li], rp[ri], threads=threads)
+        hit = parallel(_interiors_meet if screen else shapely.intersects, lp[li], rp[ri], threads=threads)
         li, ri = li[hit], ri[hit]
     order = np.lexsort((ri, li))  # by left, then right: grouping below relies on it
     return li[order], ri[order]
@@ -395,7 +395,7 @@ def _union_groups(
     for size in np.unique(count[count > 1]):
         groups = np.flatnonzero(count == size)
         members = geoms[first[groups, None] + np.arange(size)]
-        out[groups] = _parallel(_union_rows, members, threads=threads)
+        out[groups] = parallel(_union_rows, members, threads=threads)
     return first, out
 
 
@@ -403,16 +403,16 @@ def _union_rows(rows: NDArray[np.object_]) -> NDArray[np.object_]:
     return polygonal(shapely.union_all(rows, axis=1))
 
 
-def _parallel(func: Callable[..., NDArray[Any]], *arrays: NDArray[Any], threads: int) -> NDArray[Any]:
+def parallel(func: Callable[..., NDArray[Any]], *arrays: NDArray[Any], threads: int) -> NDArray[Any]:
     """Apply a vectorized function over equal-length arrays in chunks on a thread pool."""
     n = len(arrays[0])
-    parts = _map_ranges(lambda start, stop: func(*(a[start:stop] for a in arrays)), n, threads)
+    parts = map_ranges(lambda start, stop: func(*(a[start:stop] for a in arrays)), n, threads)
     if not parts:
         return func(*arrays)
     return np.concatenate(parts)
 
 
-def _map_ranges(func: Callable[[int, int], Any], n: int, threads: int) -> Sequence[Any]:
+def map_ranges(func: Callable[[int, int], Any], n: int, threads: int) -> Sequence[Any]:
     """Call ``func(start, stop)`` over consecutive ranges covering ``range(n)``, in order."""
     if n == 0:
         return []

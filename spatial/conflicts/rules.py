@@ -51,10 +51,6 @@ class Scheme:
     name: str
     mapping: Mapping[str, str] = dataclasses.field(hash=False)
 
-    def harmonise(self, values: ArrayLike) -> NDArray[np.object_]:
-        """Shorthand for :func:`harmonise` with this scheme."""
-        return harmonise(values, self)
-
 
 @dataclass(frozen=True)
 class Side:

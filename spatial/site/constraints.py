@@ -274,8 +274,6 @@ def verdict(entries: list[dict], *, rules: SiteRules) -> dict:
     unknown = [e["layer"] for e in entries if e["status"] == "unknown"]
     binding = [r for r in reasons if r["level"] != "none"]
     level = binding[0]["level"] if binding else "allowed"
-    if RANK[level] > RANK["allowed"]:
-        level = "allowed"
     return {"level": level, "complete": not unknown, "unknown_layers": unknown,
             "hits": sum(e["status"] == "hit" for e in entries),
             "clear": sum(e["status"] == "clear" for e in entries), "unknown": len(unknown),

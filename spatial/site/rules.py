@@ -7,10 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from layers.catalogue import CONTROL_ORDER, Catalogue, load_catalogue
-from layers.errors import CatalogueError, NotFound
+from layers.catalogue import CONTROL_ORDER, Catalogue, load_rules_file
 
 RULES_PATH = Path(__file__).resolve().parents[1] / "rules" / "site.yaml"
 BINDS = ("min", "max")
@@ -55,13 +52,7 @@ class SiteRules:
 @lru_cache(maxsize=4)
 def load_site_rules(path: Path = RULES_PATH) -> SiteRules:
     """Read and check the rules; a mistake is a one-line ``CatalogueError`` naming it."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        return _validate(raw, load_catalogue())
-    except (OSError, yaml.YAMLError) as exc:
-        raise CatalogueError(f"cannot read site rules {path}: {exc}".splitlines()[0]) from None
-    except (KeyError, TypeError, ValueError, NotFound) as exc:
-        raise CatalogueError(f"site rules {Path(path).name} invalid: {exc}") from None
+    return load_rules_file(path, "site rules", _validate)
 
 
 def _level(value: str, where: str) -> str:
