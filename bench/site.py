@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/site.py [--data demo|synthetic] [--workers 2] [--seconds 20]
 
-Loads the demo city at scale 10 (or, when the demo generator is unavailable, the synthetic city of
+Loads the demo city at scale 10 (or, with ``--data synthetic``, the synthetic city of
 bench/site_city.py with the same number of features) into its own database
 ``blueprint_bench_site`` once, serves it with ``blueprint serve --workers N`` as a user would, and
 sends ~1 ha sites in EPSG:4326 from plain keep-alive HTTP clients. Targets (issue 5): p50 ≤ 10 ms,
@@ -213,7 +213,7 @@ def summarise(runs: list[dict]) -> tuple[dict, dict, dict]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", choices=("demo", "synthetic"), help="default: demo when it can be generated")
+    parser.add_argument("--data", choices=("demo", "synthetic"), default="demo")
     parser.add_argument("--scale", type=int, default=10)
     parser.add_argument("--reload", action="store_true", help="reload the data even if already loaded")
     parser.add_argument("--workers", type=int, default=2)
@@ -225,14 +225,6 @@ def main() -> int:
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "site.json"))
     args = parser.parse_args()
     data = args.data
-    if data is None:
-        try:
-            from layers.demo import cached_city  # noqa: F401
-
-            data = "demo"
-        except ImportError:
-            data = "synthetic"
-            print("the demo generator is not available: using the synthetic city (bench/site_city.py)", flush=True)
     settings = bench_settings(DATABASE)
     info = prepare(settings, data, args.scale, args.reload)
     print(f"{info['dataset']} data: {info['features']:,} features in {info['vector_layers']} vector and "

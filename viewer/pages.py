@@ -17,11 +17,12 @@ from pathlib import Path
 import sqlalchemy as sa
 from branca.element import Figure, MacroElement
 from jinja2 import Template
-from pyproj import Transformer
 
 from layers import store
 from layers.catalogue import Catalogue
 from layers.settings import Settings
+from spatial.conflicts.lifecycle import STATUSES
+from spatial.site.request import transformer
 
 log = logging.getLogger("blueprint.viewer")
 
@@ -44,7 +45,6 @@ UNIFIED_COLORS = {"construction": "#e8543f", "agricultural": "#f3d36b", "ecologi
 UNIFIED_NAMES = {"construction": "建设 Construction", "agricultural": "农业 Agricultural",
                  "ecological": "生态 Ecological", "water": "水域 Water", "other": "其他 Other"}
 SEVERITY_COLORS = {"critical": "#b10026", "major": "#f03b20", "minor": "#feb24c"}
-STATUSES = ("open", "assigned", "resolved", "accepted", "closed")
 
 VENDOR_JS = [
     ("leaflet", f"{STATIC_URL}/vendor/leaflet/leaflet.js"),
@@ -78,7 +78,7 @@ def _bounds(extents: list[tuple[float, float, float, float]], srid: int) -> list
         return None
     x0, y0 = min(e[0] for e in extents), min(e[1] for e in extents)
     x1, y1 = max(e[2] for e in extents), max(e[3] for e in extents)
-    w, s, e, n = Transformer.from_crs(srid, 4326, always_xy=True).transform_bounds(x0, y0, x1, y1)
+    w, s, e, n = transformer(srid, 4326).transform_bounds(x0, y0, x1, y1)
     return [[s, w], [n, e]]
 
 
@@ -98,7 +98,7 @@ def layer_min_zoom(count: int, extent: tuple[float, float, float, float] | None,
         return 0
     x0, y0, x1, y1 = extent
     area = max((x1 - x0) * (y1 - y0), 1.0)
-    _, lat = Transformer.from_crs(srid, 4326, always_xy=True).transform((x0 + x1) / 2, (y0 + y1) / 2)
+    _, lat = transformer(srid, 4326).transform((x0 + x1) / 2, (y0 + y1) / 2)
     for zoom in range(0, 17):
         side = 40_075_016.686 * math.cos(math.radians(lat)) / 2**zoom  # ground metres across a tile
         if count * min(1.0, side * side / area) <= BROWSER_TILE_FEATURES:

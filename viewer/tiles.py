@@ -14,16 +14,16 @@ where the error would exceed :data:`AFFINE_MAX_ERROR` (low zooms, large tiles) t
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import sqlalchemy as sa
-from pyproj import CRS, Transformer
+from pyproj import CRS
 
 from layers.catalogue import Minor
 from layers.errors import BlueprintError, NotFound
+from spatial.site.request import transformer
 
 EXTENT = 4096
 """Tile coordinate grid (MVT default)."""
@@ -76,18 +76,6 @@ def check_address(z: int, x: int, y: int) -> None:
         raise NotFound(f"tile {z}/{x}/{y} does not exist: x and y run from 0 to {n - 1} at zoom {z}")
 
 
-_local = threading.local()
-
-
-def _transformers(srid: int) -> tuple[Transformer, Transformer]:
-    """(storage → 3857, 3857 → storage), one pair per thread (pyproj objects are not shared)."""
-    cache = getattr(_local, "transformers", None)
-    if cache is None:
-        cache = _local.transformers = {}
-    if srid not in cache:
-        cache[srid] = (Transformer.from_crs(srid, 3857, always_xy=True),
-                       Transformer.from_crs(3857, srid, always_xy=True))
-    return cache[srid]
 
 
 @lru_cache(maxsize=8)
@@ -141,7 +129,7 @@ def tile_plan(z: int, x: int, y: int, srid: int) -> TilePlan:
     if lon0 >= lon1 or lat0 >= lat1:
         return TilePlan(None, None, mercator, 0.0, 0.0)
     (mx0, my0), (mx1, my1) = _merc(lon0, lat0), _merc(lon1, lat1)
-    to_merc, from_merc = _transformers(srid)
+    to_merc, from_merc = transformer(srid, 3857), transformer(3857, srid)
     box = from_merc.transform_bounds(mx0, my0, mx1, my1, densify_pts=21)
     tolerance = SIMPLIFY * (box[2] - box[0]) / ((mx1 - mx0) * scale)
     # Fit storage → tile units on a 7×7 grid over the box and keep it if its worst error is small.

@@ -18,15 +18,15 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
-import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
 
 from api.app import create_app
+from layers import db
 from layers.catalogue import load_catalogue
 from layers.ingest import load_frame
 from layers.settings import Settings
-from tests.conftest import fresh_database, settings_for
+from spatial.conflicts.run import run_conflicts
 
 VIEWER_DATABASE = "blueprint_test_viewer"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -47,7 +47,6 @@ class City:
     frames: dict[str, gpd.GeoDataFrame] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)
     site: shapely.Polygon | None = None  # a planted site inside red line fid 1 (EPSG:4548)
-    conflicts_run: bool = False
 
 
 def city_frames() -> dict[str, gpd.GeoDataFrame]:
@@ -90,14 +89,14 @@ def city_frames() -> dict[str, gpd.GeoDataFrame]:
 
 @pytest.fixture(scope="session")
 def viewer_settings() -> Settings:
-    base = settings_for(VIEWER_DATABASE)
+    base = Settings().on_database(VIEWER_DATABASE)
     return base.model_copy(update={"server": base.server.model_copy(update={"basemap_url": None})})
 
 
 @pytest.fixture(scope="session")
 def city(viewer_settings: Settings) -> Iterator[City]:
     """The test city loaded into a fresh database (and a conflict run if the conflict service exists)."""
-    engine = fresh_database(viewer_settings)
+    engine = db.fresh_database(viewer_settings)
     catalogue = load_catalogue()
     loaded = City(site=box(-800, 300, -600, 500))
     try:
@@ -106,13 +105,7 @@ def city(viewer_settings: Settings) -> Iterator[City]:
                                 source_name=f"test-{code}.parquet", checksum=f"test-{code}")
             loaded.frames[code] = frame
             loaded.versions[code] = report.version_id
-        with engine.connect() as conn:
-            has_register = conn.execute(sa.text("SELECT to_regclass('conflict') IS NOT NULL")).scalar_one()
-        if has_register:
-            from spatial.conflicts.run import run_conflicts
-
-            run_conflicts(engine, viewer_settings)
-            loaded.conflicts_run = True
+        run_conflicts(engine, viewer_settings)
     finally:
         engine.dispose()
     yield loaded
