@@ -29,14 +29,20 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# PostgreSQL 15 + PostGIS 3 for the embedded database, Chromium and a CJK font for the browser tests.
+# Python's venv module, PostgreSQL 15 + PostGIS 3 for the embedded database; for the tests also
+# Chromium and a CJK font (the browser tests). BROWSER is set for `make test` and its prerequisites.
+test: BROWSER := yes
 system-deps:
 	@missing=""; \
+	command -v python3 >/dev/null || missing="$$missing python3"; \
+	python3 -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	sharedir=$$( (pg_config --sharedir || /usr/lib/postgresql/15/bin/pg_config --sharedir) 2>/dev/null ); \
 	[ -f "$${sharedir:-/usr/share/postgresql/15}/extension/postgis.control" ] || missing="$$missing postgresql-15-postgis-3"; \
 	[ -x /usr/lib/postgresql/15/bin/pg_ctl ] || command -v pg_ctl >/dev/null || missing="$$missing postgresql-15"; \
-	command -v chromium >/dev/null || missing="$$missing chromium"; \
-	[ -n "$$(ls /usr/share/fonts/truetype/wqy 2>/dev/null)" ] || missing="$$missing fonts-wqy-microhei"; \
+	if [ -n "$(BROWSER)" ]; then \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  [ -n "$$(ls /usr/share/fonts/truetype/wqy 2>/dev/null)" ] || missing="$$missing fonts-wqy-microhei"; \
+	fi; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian packages:$$missing"; \
