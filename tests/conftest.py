@@ -1,7 +1,7 @@
 """Shared fixtures: a real PostGIS (the embedded cluster, or DATABASE_URL), migrated by Alembic.
 
 Tests get their own databases on that server so a user's data is never touched:
-``blueprint_test`` (emptied between tests that load layers) and, for tests that need the demo
+``blueprint_test`` (see tests/databases.py; emptied between tests that load layers) and, for tests that need the demo
 city, ``blueprint_test_demo`` (loaded once per session by the ``demo_city`` fixture below).
 """
 
@@ -15,8 +15,9 @@ import sqlalchemy as sa
 
 from layers import db
 from layers.settings import Settings
+from tests.databases import database_name
 
-TEST_DATABASE = "blueprint_test"
+TEST_DATABASE = database_name()
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +69,7 @@ def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
         session.exitstatus = 1
 
 
-DEMO_DATABASE = "blueprint_test_demo"
+DEMO_DATABASE = database_name("demo")
 
 
 class DemoCity:

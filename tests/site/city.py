@@ -19,9 +19,10 @@ from shapely import box
 from layers.catalogue import Minor, load_catalogue
 from layers.ingest import load_frame
 from layers.ingest.pipeline import load_raster
+from tests.databases import database_name
 from tests.specimens import X0, Y0
 
-SITE_DATABASE = "blueprint_test_site"
+SITE_DATABASE = database_name("site")
 """The site-check tests' own database (tests/site/conftest.py)."""
 
 

@@ -27,8 +27,9 @@ from layers.catalogue import load_catalogue
 from layers.ingest import load_frame
 from layers.settings import Settings
 from spatial.conflicts.run import run_conflicts
+from tests.databases import database_name
 
-VIEWER_DATABASE = "blueprint_test_viewer"
+VIEWER_DATABASE = database_name("viewer")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
