@@ -6,9 +6,7 @@ naming the problem. Nothing here touches the database.
 
 from __future__ import annotations
 
-import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import geopandas as gpd
@@ -20,6 +18,7 @@ from pyproj.exceptions import CRSError
 
 from layers.catalogue import Attribute, Minor
 from layers.errors import InvalidInput
+from layers.ingest import validity
 
 ALLOWED_TYPES = {
     "polygon": {"Polygon", "MultiPolygon"},
@@ -31,7 +30,6 @@ _TYPE_NAMES = np.array(["Missing", "Point", "LineString", "LinearRing", "Polygon
                         "MultiLineString", "MultiPolygon", "GeometryCollection"])
 ALLOWED_TYPE_IDS = {kind: sorted(_TYPE_NAMES.tolist().index(name) - 1 for name in names)
                     for kind, names in ALLOWED_TYPES.items()}
-PARALLEL_MIN = 5_000  # below this, starting threads costs more than it saves
 REPORT_EXAMPLES = 20  # how many repaired features the report lists by id and place
 
 
@@ -126,8 +124,8 @@ class GeometryRepair:
 
     @staticmethod
     def invalid(geoms: np.ndarray, *, threads: int | None = None) -> np.ndarray:
-        """Positions of the invalid geometries (GEOS runs without the GIL, on ``threads`` threads)."""
-        return np.flatnonzero(~is_valid_parallel(geoms, threads=threads))
+        """Positions of the invalid geometries (see ``layers.ingest.validity``; runs without the GIL)."""
+        return np.flatnonzero(~validity.is_valid(geoms, threads=threads))
 
     def repair(self, invalid: np.ndarray, fids: np.ndarray) -> tuple[np.ndarray, list[dict]]:
         """``make_valid`` versions of invalid geometries, kept to the layer's kind, and why each was
@@ -150,23 +148,6 @@ class GeometryRepair:
     def summary(self) -> dict:
         """What the report says so far: ``{"repaired": count, "repairs": [first examples]}``."""
         return {"repaired": self.report.repaired, "repairs": list(self.report.repairs)}
-
-
-def is_valid_parallel(geoms: np.ndarray, *, threads: int | None = None) -> np.ndarray:
-    """``shapely.is_valid`` on every core: GEOS releases the GIL, and validity is ingest's
-    largest single cost (about 8 µs for a 40-vertex polygon).
-
-    Examples
-    --------
-    >>> is_valid_parallel(np.array([shapely.box(0, 0, 1, 1), shapely.from_wkt("POLYGON ((0 0, 1 1, 1 0, 0 1, 0 0))")]))
-    array([ True, False])
-    """
-    threads = threads or os.cpu_count() or 1
-    if threads == 1 or len(geoms) < PARALLEL_MIN:
-        return shapely.is_valid(geoms)
-    # A few pieces per thread even out polygons of uneven size.
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="is-valid") as pool:
-        return np.concatenate(list(pool.map(shapely.is_valid, np.array_split(geoms, threads * 4))))
 
 
 def _polygonal_or_same(geoms: np.ndarray, geometry_type: str) -> np.ndarray:

@@ -10,8 +10,8 @@ docs: a transaction whose snapshot predates the commit can see the new rows once
 is attached. Readers select a version id, read from ``layer`` in their own snapshot, so they
 never mix versions.)
 
-The COPY stream is encoded chunk by chunk in a worker thread while the server parses the chunk
-before, so Python and the server keep both cores busy. Given a ``repair``, geometry validity (GEOS,
+The COPY stream is encoded chunk by chunk (``copy_rows``, column-wise) in a worker thread while
+the server parses the chunk before. Given a ``repair``, geometry validity (``validity.is_valid``,
 without the GIL) runs in the background beside the COPY and the index build instead of before
 them; the few invalid geometries it finds are repaired and updated in place before the commit.
 Each chunk is sent in one blocking libpq call that releases the GIL (``_BlockingWriter``):
@@ -35,14 +35,11 @@ import shapely
 from psycopg.abc import Buffer
 from psycopg.copy import LibpqWriter
 
-COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension length
-COPY_TRAILER = b"\xff\xff"
+from layers.ingest.copy_rows import COPY_HEADER, COPY_TRAILER, copy_rows
+
 FIRST_CHUNK_ROWS = 2_048  # small, so that the server starts parsing early
 CHUNK_ROWS = 8_192
 LOOKAHEAD = 2  # encoded chunks held ahead of the COPY (bounds memory on million-row layers)
-# What precedes a row's props: field count; int4 version_id; int8 fid; jsonb length and format version.
-_ROW_HEAD = np.dtype([("fields", ">i2"), ("version_len", ">i4"), ("version_id", ">i4"), ("fid_len", ">i4"),
-                      ("fid", ">i8"), ("props_len", ">i4"), ("jsonb_format", "u1")])
 
 Progress = Callable[[str, int, int], None]
 
@@ -58,57 +55,6 @@ class NewVersion:
     report: dict
     coverage_wkb: bytes | None
     raster_path: str | None = None
-
-
-def props_json(attributes: pd.DataFrame) -> list[bytes]:
-    """One JSON object per row, UTF-8, full double precision.
-
-    Examples
-    --------
-    >>> props_json(pd.DataFrame({"name": ["红线", None], "area": [1.5, 2.0]}))
-    [b'{"name":"\\xe7\\xba\\xa2\\xe7\\xba\\xbf","area":1.5}', b'{"name":null,"area":2.0}']
-    """
-    if attributes.shape[1] == 0:
-        return [b"{}"] * len(attributes)
-    text = attributes.to_json(orient="records", lines=True, force_ascii=False,
-                              date_format="iso", double_precision=15)
-    # JSON escapes newlines inside strings, so the raw ones only separate the records.
-    return text.encode("utf-8").rstrip(b"\n").split(b"\n")
-
-
-def encode_rows(version_id: int, fids: np.ndarray, props: list[bytes], wkb: list[bytes] | np.ndarray) -> bytes:
-    """The binary COPY rows ``(version_id, fid, props, geom)`` of one chunk (no header or trailer).
-
-    ``wkb`` is plain WKB: the server gives each geometry the SRID of the column's type modifier
-    (``geometry(Geometry, <storage srid>)``), so no per-geometry SRID patching is needed. The
-    rows are assembled without a Python loop: the fixed-width heads are one numpy record array,
-    and one ``bytes.join`` interleaves them with the props and geometries.
-
-    Examples
-    --------
-    >>> data = encode_rows(7, np.array([1]), [b"{}"], [shapely.to_wkb(shapely.Point(1, 2))])
-    >>> len(data) == 27 + 2 + 4 + 21
-    True
-    """
-    n = len(fids)
-    wkb = wkb.tolist() if isinstance(wkb, np.ndarray) else list(wkb)
-    if len(props) != n or len(wkb) != n:
-        raise ValueError(f"{n} fids but {len(props)} props and {len(wkb)} geometries")
-    head = np.empty(n, _ROW_HEAD)
-    head["fields"] = 4
-    head["version_len"] = 4
-    head["version_id"] = version_id
-    head["fid_len"] = 8
-    head["fid"] = fids
-    head["props_len"] = np.fromiter(map(len, props), np.int64, n) + 1
-    head["jsonb_format"] = 1
-    geom_len = np.fromiter(map(len, wkb), np.int64, n).astype(">i4")
-    parts: list[bytes] = [b""] * (4 * n)
-    parts[0::4] = head.view(f"V{_ROW_HEAD.itemsize}").tolist()  # void items come out as bytes
-    parts[1::4] = props
-    parts[2::4] = geom_len.view("V4").tolist()
-    parts[3::4] = wkb
-    return b"".join(parts)
 
 
 def _chunk_bounds(total: int) -> list[tuple[int, int]]:
@@ -153,14 +99,12 @@ class Repair(Protocol):
 
 
 def encoded_chunks(version_id: int, fids: np.ndarray, attributes: pd.DataFrame,
-                   geoms: np.ndarray) -> Iterator[tuple[int, bytes]]:
+                   geoms: np.ndarray) -> Iterator[tuple[int, Buffer]]:
     """(rows, COPY bytes) per chunk, in order, encoded in a worker thread ahead of the consumer."""
-    def encode(start: int, stop: int) -> tuple[int, bytes]:
-        chunk_wkb = shapely.to_wkb(geoms[start:stop], byte_order=1, output_dimension=2)
-        props = props_json(attributes.iloc[start:stop])
-        return stop - start, encode_rows(version_id, fids[start:stop], props, chunk_wkb)
+    def encode(start: int, stop: int) -> tuple[int, Buffer]:
+        return stop - start, copy_rows(version_id, fids[start:stop], attributes.iloc[start:stop], geoms[start:stop])
 
-    # WKB writing and the join hold the GIL: one worker, ahead of the thread that sends.
+    # One worker, ahead of the thread that sends.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy-encode") as pool:
         pending: deque[Future] = deque()
         try:

@@ -12,21 +12,24 @@ import math
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import shapely
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from layers import db
 from layers.catalogue import load_catalogue
 from layers.errors import InvalidInput
 from layers.ingest import load_frame, write
+from layers.ingest.copy_rows import copy_rows, json_values, wkb_array
 from layers.ingest.prepare import (
     GeometryRepair,
     PrepareReport,
     check_attributes,
     check_geometries,
     feature_ids,
-    is_valid_parallel,
 )
 from tests.specimens import BOWTIE, X0, Y0, star_polygons
 
@@ -88,15 +91,15 @@ def test_encoder_failure_rolls_back_everything(empty_store, settings, small_chun
     minor = load_catalogue().minor("2301")
     first = load_frame(empty_store, settings, tricky_frame(10), minor=minor, source_name="a", checksum="a")
     calls = {"n": 0}
-    real = write.props_json
+    real = write.copy_rows
 
-    def failing(attributes):
+    def failing(*args):
         calls["n"] += 1
         if calls["n"] == 4:  # a chunk in the middle of the stream
             raise InvalidInput("boom in chunk 4")
-        return real(attributes)
+        return real(*args)
 
-    monkeypatch.setattr(write, "props_json", failing)
+    monkeypatch.setattr(write, "copy_rows", failing)
     with pytest.raises(InvalidInput, match="boom"):
         load_frame(empty_store, settings, tricky_frame(60), minor=minor, source_name="b", checksum="b")
     with empty_store.connect() as conn:
@@ -106,9 +109,10 @@ def test_encoder_failure_rolls_back_everything(empty_store, settings, small_chun
             "SELECT count(*) FROM pg_class WHERE relname LIKE 'feature_v%' AND relkind = 'r'")).scalar_one() == 1
 
 
-def test_encode_rows_matches_the_copy_binary_layout():
-    wkb = [shapely.to_wkb(shapely.box(0, 0, 1, 1)), shapely.to_wkb(shapely.Point(3, 4))]
-    data = write.encode_rows(42, np.array([7, 2**40]), [b'{"a":1}', b"{}"], wkb)
+def test_copy_rows_match_the_copy_binary_layout():
+    geoms = np.array([shapely.box(0, 0, 1, 1), shapely.Point(3, 4)])
+    wkb = shapely.to_wkb(geoms, byte_order=1).tolist()
+    data = copy_rows(42, np.array([7, 2**40]), pd.DataFrame({"a": [1, None]}, dtype="Int64"), geoms).to_pybytes()
     # Parsed back by hand, field by field, as PostgreSQL's binary COPY reads it.
     pos, rows = 0, []
     while pos < len(data):
@@ -122,15 +126,8 @@ def test_encode_rows_matches_the_copy_binary_layout():
         rows.append(values)
     assert [int.from_bytes(r[0], "big") for r in rows] == [42, 42]
     assert [int.from_bytes(r[1], "big") for r in rows] == [7, 2**40]
-    assert [r[2] for r in rows] == [b'\x01{"a":1}', b"\x01{}"]
+    assert [r[2] for r in rows] == [b'\x01{"a":1}', b'\x01{"a":null}']
     assert [r[3] for r in rows] == wkb
-
-
-def test_is_valid_parallel_agrees_with_shapely():
-    geoms = np.array(list(star_polygons(300, seed=2)) + [shapely.affinity.translate(BOWTIE, 5, 5)] * 7
-                     + [shapely.Polygon([(0, 0), (1, 1), (0, 1), (1, 0), (0, 0)])], dtype=object)
-    np.random.default_rng(3).shuffle(geoms)
-    np.testing.assert_array_equal(is_valid_parallel(geoms, threads=2), shapely.is_valid(geoms))
 
 
 def test_z_is_dropped():
@@ -208,3 +205,56 @@ def test_repair_beside_the_copy_updates_the_extent(empty_store):
     assert extent.equals(shapely.from_wkb(bytes(stored)))
     assert extent.bounds[3] < tip
     assert shapely.from_wkb(bytes(coverage)).equals(extent)
+
+
+def mixed_geometries() -> np.ndarray:
+    """Every kind the layers take, single and multi-part, a polygon with holes, in shuffled order."""
+    stars = list(star_polygons(20, seed=5))
+    holed = shapely.Polygon(shapely.box(0, 0, 10, 10).exterior.coords,
+                            [shapely.box(1, 1, 2, 2).exterior.coords, shapely.box(5, 5, 6, 7).exterior.coords])
+    geoms = stars + [
+        holed, shapely.MultiPolygon([stars[0], holed]),
+        shapely.Point(1.5, -2.25), shapely.MultiPoint([(0, 0), (1e7, -1e-9)]),
+        shapely.LineString([(0, 0), (1, 1), (2, 0.5)]),
+        shapely.MultiLineString([[(0, 0), (1, 1)], [(3, 3), (4, 5), (6, 6)]]),
+        shapely.force_3d(shapely.box(0, 0, 1, 1), 7.0),  # Z is not stored
+    ]
+    out = np.array(geoms, dtype=object)
+    np.random.default_rng(11).shuffle(out)
+    return out
+
+
+def test_wkb_array_equals_shapely_wkb_for_every_kind():
+    geoms = mixed_geometries()
+    expected = shapely.to_wkb(geoms, byte_order=1, output_dimension=2).tolist()
+    assert wkb_array(geoms).to_pylist() == expected
+    for kind in (0, 1, 3):  # and each fast path on its own
+        same = geoms[shapely.get_type_id(geoms) == kind]
+        assert wkb_array(same).to_pylist() == shapely.to_wkb(same, byte_order=1, output_dimension=2).tolist()
+
+
+@given(st.lists(st.one_of(st.none(), st.text(), st.floats(allow_nan=True), st.integers(-2**62, 2**62),
+                          st.booleans()), min_size=1, max_size=30))
+def test_json_values_read_back_as_the_values(values):
+    for series in (pd.Series(values, dtype=object), *typed_columns(values)):
+        decoded = [json.loads(v) for v in json_values(series).to_pylist()]
+        expected = [None if pd.isna(v) or (isinstance(v, float) and math.isinf(v)) else v
+                    for v in series.astype(object)]
+        assert decoded == expected
+
+
+def typed_columns(values: list) -> list[pd.Series]:
+    """The same values as pandas' typed columns, where they all fit one type."""
+    present = [v for v in values if v is not None]
+    if all(isinstance(v, str) for v in present):
+        half = len(values) // 2  # and kept by pandas in Arrow, in two chunks, as GeoParquet reads give
+        chunked = pa.chunked_array([pa.array(values[:half], pa.large_string()),
+                                    pa.array(values[half:], pa.large_string())])
+        return [pd.Series(values, dtype="string"), pd.Series(pd.arrays.ArrowExtensionArray(chunked))]
+    if all(isinstance(v, bool) for v in present):
+        return [pd.Series(values, dtype="boolean")]
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return [pd.Series(values, dtype="Int64")]
+    if all(isinstance(v, float) for v in present):
+        return [pd.Series(values, dtype="float64")]
+    return []
