@@ -63,9 +63,16 @@ class Minor:
 
     @property
     def constrains(self) -> bool:
-        """Whether a hit on this layer constrains development (site checks report it)."""
+        """Whether a hit on this layer constrains development (site checks report it).
+
+        ``control.constrains`` in the catalogue when given (the urban development boundary and the
+        regulatory-plan parcels are "allowed" yet bind a site), else whether any control level, the
+        layer's or one by attribute, is stricter than "allowed".
+        """
+        if "constrains" in self.control:
+            return self.control["constrains"]
         levels = {self.control_level, *self.control.get("by_attribute", {}).get("levels", {}).values()}
-        return bool(levels - {"none", "allowed"}) or self.code in ("2202", "2203")
+        return bool(levels - {"none", "allowed"})
 
     def attribute(self, name: str) -> Attribute:
         for attr in self.attributes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,8 +45,8 @@ def make_engine(settings: Settings, *, start: bool = True, **kwargs) -> Engine:
     url = database_url(settings, start=start)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
-    kwargs.setdefault("pool_pre_ping", True)
     engine = sa.create_engine(url, **kwargs)
+    sa.event.listen(engine, "checkout", _replace_if_closed_by_server)
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("select 1"))
@@ -55,6 +56,23 @@ def make_engine(settings: Settings, *, start: bool = True, **kwargs) -> Engine:
         hint = "run `blueprint db up`" if not settings.database.database_url else "check DATABASE_URL"
         raise DatabaseUnavailable(f"database not reachable ({reason}): {hint}") from None
     return engine
+
+
+def _replace_if_closed_by_server(dbapi_conn: psycopg.Connection, record, proxy) -> None:
+    """Hand out no pooled connection the server has closed (a restart, ``pg_terminate_backend``).
+
+    An idle connection has nothing to read unless the server said goodbye, so a zero-timeout poll of
+    its socket finds those without the round trip ``pool_pre_ping`` makes on every checkout (a
+    quarter of a millisecond, a sixth of a simple request). ``DisconnectionError`` makes the pool
+    open a new connection instead. A connection that breaks in use still fails its query, and
+    SQLAlchemy then invalidates the whole pool.
+    """
+    if dbapi_conn.closed:
+        raise sa.exc.DisconnectionError("this pooled connection is closed")
+    poller = select.poll()  # not select.select: it fails on descriptors above 1023
+    poller.register(dbapi_conn.pgconn.socket, select.POLLIN)
+    if poller.poll(0):
+        raise sa.exc.DisconnectionError("the server closed this pooled connection")
 
 
 @contextmanager

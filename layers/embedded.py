@@ -14,14 +14,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from layers.errors import SetupError
 
-DB_NAME = "blueprint"
 DB_USER = "blueprint"
 INSTALL_HINT = (
     "install PostgreSQL 15 with PostGIS 3: `apt-get install postgresql-15-postgis-3` on Debian, "
@@ -79,7 +77,7 @@ class Cluster:
     def port(self) -> int:
         return int(self.port_file.read_text().strip())
 
-    def url(self, database: str = DB_NAME) -> str:
+    def url(self, database: str) -> str:
         return f"postgresql+psycopg://{DB_USER}@/{database}?host={self.socket_dir}&port={self.port}"
 
 
@@ -189,7 +187,9 @@ def is_running(cluster: Cluster, bindir: Path, user: pwd.struct_passwd | None) -
 
 
 def start(cluster: Cluster) -> tuple[bool, bool]:
-    """Create (once) and start the cluster, then create the database and PostGIS.
+    """Create (once) and start the cluster (``pg_ctl start -w``: it accepts connections on return).
+
+    Databases are created by ``layers.db.ensure_database`` (``blueprint db up`` migrates them).
 
     Returns
     -------
@@ -218,24 +218,7 @@ def start(cluster: Cluster) -> tuple[bool, bool]:
     if result.returncode != 0:
         tail = cluster.log_file.read_text(errors="replace").strip().splitlines()[-3:]
         raise SetupError(f"embedded PostgreSQL did not start: {' | '.join(tail)}")
-    _create_database(cluster, bindir, user)
     return created, True
-
-
-def _create_database(cluster: Cluster, bindir: Path, user: pwd.struct_passwd | None) -> None:
-    psql = [str(bindir / "psql"), "-h", str(cluster.socket_dir), "-p", str(cluster.port),
-            "-U", DB_USER, "-v", "ON_ERROR_STOP=1", "-qAt"]
-    for _ in range(50):
-        probe = _run([*psql, "-d", "postgres", "-c", "select 1"], user)
-        if probe.returncode == 0:
-            break
-        time.sleep(0.1)
-    exists = _run([*psql, "-d", "postgres", "-c",
-                   f"select 1 from pg_database where datname = '{DB_NAME}'"], user)
-    if exists.stdout.strip() != "1":
-        made = _run([*psql, "-d", "postgres", "-c", f"create database {DB_NAME}"], user)
-        if made.returncode != 0:
-            raise SetupError(f"could not create database: {made.stderr.strip()}")
 
 
 def stop(cluster: Cluster) -> bool:

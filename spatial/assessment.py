@@ -180,14 +180,12 @@ def assess_zone(engine: Engine, settings: Settings, zone_id: str, *, as_of: dt.d
             if progress:
                 progress(f"{kind.name}: {results[-1]['result']}")
     timings = {"assess": (time.perf_counter() - started) * 1000}
-    read = sorted({i.code for k in chosen for i in k.inputs} | {ZONES_LAYER})
     run = {
         "zone": {"zone_id": zone_id, "name": zone_props.get("name"), "zone_type": zone_props.get("zone_type"),
                  "area_m2": round(zone_area, 3)},
         "assessed_on": today.isoformat(), "valid_from": valid_from.isoformat(), "valid_to": valid_to.isoformat(),
         "results": results,
-        "versions": {c: ({"id": versions[c].id, "version": versions[c].version} if c in versions else None)
-                     for c in read},
+        "versions": _versions_read(chosen, versions),
     }
     if save:
         started = time.perf_counter()
@@ -299,6 +297,7 @@ def _store(engine: Engine, settings: Settings, result: dict, *, kind: Assessment
         "assessed_on": run["assessed_on"],
         "statistics": json.dumps(result["statistics"], ensure_ascii=False, sort_keys=True),
         "inputs": json.dumps(run["versions"], sort_keys=True),
+        "rules_checksum": rules_checksum(),
     }
     new = gpd.GeoDataFrame([record], geometry=[zone], crs=srid)
     frame = pd.concat([previous, new], ignore_index=True) if len(previous) else new
@@ -309,21 +308,92 @@ def _store(engine: Engine, settings: Settings, result: dict, *, kind: Assessment
             "features": report.features}
 
 
+def _versions_read(kinds: list[AssessmentType], versions: dict[str, VersionInfo]) -> dict[str, dict | None]:
+    """Layer code → {id, version} (None if not loaded) of every layer assessing ``kinds`` reads, zones included."""
+    read = sorted({i.code for k in kinds for i in k.inputs} | {ZONES_LAYER})
+    return {c: ({"id": versions[c].id, "version": versions[c].version} if c in versions else None) for c in read}
+
+
+def rules_checksum(path: Path = RULES_PATH) -> str:
+    """The assessment rules file's SHA-256, recorded on every stored result."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _stored_result(conn: sa.Connection, version: VersionInfo | None, zone_id: str) -> dict | None:
+    """The attributes of one zone's result in a version of a result layer, or None."""
+    if version is None:
+        return None
+    row = conn.exec_driver_sql(
+        "SELECT props FROM feature WHERE version_id = %(v)s AND props->>'zone_id' = %(z)s LIMIT 1",
+        {"v": version.id, "z": zone_id}).first()
+    return None if row is None else row[0]
+
+
+@dataclass(frozen=True)
+class Staleness:
+    """Which assessment types of a zone an assessment now would change."""
+
+    unchanged: list[dict]
+    """Types whose stored result stands: ``type``, ``layer``, ``version``, ``result``."""
+    stale: list[str]
+    """Types to assess: never stored, or stored from other inputs, rules or validity."""
+
+
+def stale_types(conn: sa.Connection, zone_id: str, *, as_of: dt.date | None = None,
+                valid_years: int | None = None, types: list[str] | None = None) -> Staleness:
+    """Split the (named, or all) assessment types of a zone into unchanged and stale.
+
+    A stored result (in the current version of the type's result layer) stands when it was made
+    with the same rules file from the same versions of the zone layer and the type's inputs that an
+    assessment now (or ``as_of``) would read, and, where ``as_of`` or ``valid_years`` is given, for
+    the same validity. Types the rules cannot assess store nothing and are in neither list.
+
+    Examples
+    --------
+    >>> staleness = stale_types(conn, "DZ01")  # doctest: +SKIP
+    >>> staleness.stale  # doctest: +SKIP
+    []
+    """
+    rules = load_assessment_rules()
+    read_now = store.versions_as_of(conn, as_of)
+    results = store.current_versions(conn)
+    checksum = rules_checksum()
+    unchanged, stale = [], []
+    for kind in _chosen(rules, types):
+        if not kind.inputs:
+            continue
+        stored = _stored_result(conn, results.get(kind.minor.code), zone_id)
+        if stored is None or stored.get("rules_checksum") != checksum:
+            stale.append(kind.name)
+            continue
+        recorded = json.loads(stored.get("inputs") or "{}")
+        same_inputs = all(recorded.get(code) == now for code, now in _versions_read([kind], read_now).items())
+        if same_inputs and _same_validity(stored, as_of, valid_years):
+            unchanged.append({"type": kind.name, "layer": kind.minor.code,
+                              "version": results[kind.minor.code].version, "result": stored["result"]})
+        else:
+            stale.append(kind.name)
+    return Staleness(unchanged, stale)
+
+
+def _same_validity(stored: dict, as_of: dt.date | None, valid_years: int | None) -> bool:
+    """Whether a stored result is valid from ``as_of`` for ``valid_years`` (either unasked: any)."""
+    valid_from = dt.date.fromisoformat(stored["valid_from"])
+    if as_of is not None and valid_from != as_of:
+        return False
+    return valid_years is None or stored["valid_to"] == _add_years(valid_from, valid_years).isoformat()
+
+
 def zone_results(conn: sa.Connection, zone_id: str) -> dict:
     """The current stored result of every assessment type for one zone (``NotFound`` if none)."""
     versions = store.current_versions(conn)
     results = []
     for kind in load_assessment_rules().types:
         version = versions.get(kind.minor.code)
-        row = None
-        if version is not None:
-            row = conn.exec_driver_sql(
-                "SELECT props FROM feature WHERE version_id = %(v)s AND props->>'zone_id' = %(z)s LIMIT 1",
-                {"v": version.id, "z": zone_id}).first()
-        if row is None:
+        props = _stored_result(conn, version, zone_id)
+        if props is None:
             results.append({"type": kind.name, "layer": kind.minor.code, "result": None, "version": None})
             continue
-        props = row[0]
         results.append({
             "type": kind.name, "layer": kind.minor.code, "version": version.version, "result": props.get("result"),
             "valid_from": props.get("valid_from"), "valid_to": props.get("valid_to"),

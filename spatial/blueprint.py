@@ -31,7 +31,8 @@ from layers.catalogue import Catalogue, load_catalogue
 from layers.errors import InvalidInput
 from layers.ingest import load_frame
 from layers.settings import Settings
-from spatial.conflicts.rules import RULES_PATH, PriorityEntry, harmonise, load_rules
+from layers.store import VersionInfo
+from spatial.conflicts.rules import RULES_PATH, PriorityEntry, RuleSet, harmonise, load_rules
 from spatial.conflicts.run import LayerPlan, default_threads, read_layers
 from spatial.overlay import difference_from, map_ranges, parallel, polygonal
 
@@ -95,7 +96,6 @@ def synthesize(engine: Engine, settings: Settings, *, rules_path: Path | str | N
     """
     catalogue = catalogue or load_catalogue()
     rules = load_rules(rules_path, catalogue=catalogue) if rules_path else load_rules()
-    rules_text = Path(rules_path or RULES_PATH).read_bytes()
     threads = threads or default_threads()
     srid = settings.storage.storage_srid
     timings: dict[str, float] = {}
@@ -133,14 +133,44 @@ def synthesize(engine: Engine, settings: Settings, *, rules_path: Path | str | N
         versions=versions, skipped=skipped, timings=timings)
     if save:
         t0 = time.perf_counter()
-        digest = hashlib.sha256(rules_text + json.dumps(versions, sort_keys=True).encode()).hexdigest()
         read = " ".join(f"{code}v{v}" for code, v in versions.items())
         loaded = load_frame(engine, settings, frame.assign(fid=np.arange(1, len(frame) + 1)),
                             minor=catalogue.minor(BLUEPRINT_LAYER), source_name=f"blueprint synthesize ({read})",
-                            checksum=digest, coverage=city)
+                            checksum=_inputs_checksum(rules_path, rules, current), coverage=city)
         report.version_id, report.version = loaded.version_id, loaded.version
         timings["store"] = round(time.perf_counter() - t0, 4)
     return frame, report
+
+
+def unchanged_blueprint(engine: Engine, *, rules_path: Path | str | None = None) -> VersionInfo | None:
+    """The current blueprint (layer 3105) when a synthesis now would read what it was built from.
+
+    That is the same rules file and the same current version of every layer the synthesis reads
+    (the priority's layers and the city's); the check reads no features. None when the blueprint
+    is missing or out of date.
+
+    Examples
+    --------
+    >>> stored = unchanged_blueprint(engine)  # doctest: +SKIP
+    >>> stored.version if stored else "rebuild"  # doctest: +SKIP
+    3
+    """
+    rules = load_rules(rules_path) if rules_path else load_rules()
+    with engine.connect() as conn:
+        current = store.current_versions(conn)
+    stored = current.get(BLUEPRINT_LAYER)
+    if stored is not None and stored.source_checksum == _inputs_checksum(rules_path, rules, current):
+        return stored
+    return None
+
+
+def _inputs_checksum(rules_path: Path | str | None, rules: RuleSet, current: dict[str, VersionInfo]) -> str:
+    """What a blueprint is built from, as one checksum (recorded as its version's source checksum):
+    the rules file's bytes and the version id of every layer a synthesis reads."""
+    codes = sorted({entry.layer for entry in rules.priority} | set(CITY_LAYERS))
+    read = {code: current[code].id for code in codes if code in current}
+    rules_text = Path(rules_path or RULES_PATH).read_bytes()
+    return hashlib.sha256(rules_text + json.dumps(read, sort_keys=True).encode()).hexdigest()
 
 
 def compose(priority: tuple[PriorityEntry, ...], frames: dict[str, gpd.GeoDataFrame], versions: dict[str, int],

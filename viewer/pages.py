@@ -22,6 +22,7 @@ from layers import store
 from layers.catalogue import Catalogue
 from layers.settings import Settings
 from spatial.conflicts.lifecycle import STATUSES
+from spatial.conflicts.rules import RulesError, load_rules
 from spatial.site.request import transformer
 
 log = logging.getLogger("blueprint.viewer")
@@ -56,14 +57,12 @@ VENDOR_CSS = [("leaflet_css", f"{STATIC_URL}/vendor/leaflet/leaflet.css")]
 def _rules_data() -> tuple[dict, list[dict]]:
     """Harmonisation schemes (code → unified class) and conflict types from the conflict rules.
 
-    The map colours land-use codes by their unified class; without the rules (not installed or
-    invalid) layers keep their catalogue fill colour.
+    The map colours land-use codes by their unified class; while the rules file cannot be read or
+    is invalid, layers keep their catalogue fill colour (the map still opens; the log says why).
     """
     try:
-        from spatial.conflicts.rules import load_rules
-
         rules = load_rules()
-    except Exception as exc:  # the map must open even if the rules cannot be read
+    except RulesError as exc:
         log.warning("conflict rules unavailable for the map: %s", exc)
         return {}, []
     schemes = {name: dict(scheme.mapping) for name, scheme in rules.schemes.items()}

@@ -6,13 +6,14 @@ import getpass
 import sys
 
 from api.cli.output import ProgressPrinter, print_json
-from layers import db
-from layers.errors import InvalidInput, NotFound
+from layers import db, store
+from layers.errors import NotFound
 from layers.settings import Settings
 from spatial.conflicts import lifecycle
 from spatial.conflicts.export import FORMATS, export_conflicts, format_of
-from spatial.conflicts.register import Filters, get_conflict, get_run, list_conflicts, list_runs
-from spatial.conflicts.rules import SEVERITIES, load_rules
+from spatial.conflicts.query import checked_filters, conflict_detail
+from spatial.conflicts.register import Filters, get_run, list_conflicts, list_runs
+from spatial.conflicts.rules import SEVERITIES
 
 
 def register(commands) -> None:
@@ -58,6 +59,8 @@ def register(commands) -> None:
     synth.add_argument("--export", metavar="FILE", help="also write it to FILE (.gpkg, .geojson or .xlsx)")
     synth.add_argument("--rules", help="a rules file (default spatial/rules/conflicts.yaml)")
     synth.add_argument("--format", choices=("text", "json"), default="text")
+    synth.add_argument("--force", action="store_true",
+                       help="build even when the rules and the layer versions it reads are unchanged")
     synth.set_defaults(handler=synthesize)
 
 
@@ -69,13 +72,9 @@ def _filter_arguments(parser) -> None:
     parser.add_argument("--run", type=int, help="only the conflicts this run found")
 
 
-def _filters(args) -> Filters:
-    if args.type is not None:
-        known = [r.code for r in load_rules().rules]
-        if args.type not in known:
-            raise InvalidInput(f"unknown conflict type {args.type!r}; known: {', '.join(known)}")
-    return Filters(rule=args.type, severity=args.severity, district=args.district, status=args.status,
-                   run_id=args.run)
+def _filters(conn, args) -> Filters:
+    return checked_filters(conn, rule=args.type, severity=args.severity, district=args.district,
+                           status=args.status, run_id=args.run)
 
 
 def run(args) -> int:
@@ -125,7 +124,7 @@ def list_(args) -> int:
     engine = db.make_engine(Settings(), start=False)
     try:
         with engine.connect() as conn:
-            items, total = list_conflicts(conn, _filters(args), page=1, page_size=max(args.limit, 1),
+            items, total = list_conflicts(conn, _filters(conn, args), page=1, page_size=max(args.limit, 1),
                                           geometry=False)
     finally:
         engine.dispose()
@@ -144,10 +143,7 @@ def show(args) -> int:
     engine = db.make_engine(Settings(), start=False)
     try:
         with engine.connect() as conn:
-            item = get_conflict(conn, args.id, srid=4326)
-            if item is None:
-                raise NotFound(f"no conflict {args.id}")
-            item["events"] = lifecycle.history(conn, args.id)
+            item = conflict_detail(conn, args.id)
     finally:
         engine.dispose()
     print_json(item)
@@ -188,9 +184,7 @@ def export(args) -> int:
     engine = db.make_engine(Settings(), start=False)
     try:
         with engine.connect() as conn:
-            if args.run is not None and get_run(conn, args.run) is None:
-                raise InvalidInput(f"unknown conflict run {args.run}")
-            count = export_conflicts(conn, args.output, fmt=args.format, filters=_filters(args))
+            count = export_conflicts(conn, args.output, fmt=args.format, filters=_filters(conn, args))
     finally:
         engine.dispose()
     print(f"wrote {count:,} conflicts to {args.output}")
@@ -211,7 +205,7 @@ def status(args) -> int:
 
 
 def synthesize(args) -> int:
-    from spatial.blueprint import export_blueprint
+    from spatial.blueprint import export_blueprint, unchanged_blueprint
     from spatial.blueprint import synthesize as build
 
     if args.export:
@@ -219,6 +213,9 @@ def synthesize(args) -> int:
     settings = Settings()
     engine = db.make_engine(settings)
     try:
+        stored = None if args.force else unchanged_blueprint(engine, rules_path=args.rules)
+        if stored is not None:
+            return _unchanged_blueprint(engine, settings, stored, args)
         frame, report = build(engine, settings, rules_path=args.rules, progress=ProgressPrinter("synthesize"))
     finally:
         engine.dispose()
@@ -239,4 +236,22 @@ def synthesize(args) -> int:
     print("timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in report.timings.items()))
     if args.export:
         print(f"wrote {report.features:,} features to {args.export}")
+    return 0
+
+
+def _unchanged_blueprint(engine, settings: Settings, stored: store.VersionInfo, args) -> int:
+    """Say the blueprint is up to date (and export the stored one when asked) instead of rebuilding it."""
+    from spatial.blueprint import COLUMNS, export_blueprint
+
+    if args.export:
+        with engine.connect() as conn:
+            frame = store.read_features(conn, version_id=stored.id, srid=settings.storage.storage_srid)
+        export_blueprint(frame[[*COLUMNS, "geometry"]], args.export)
+    if args.format == "json":
+        print_json({"unchanged": True, **stored.as_dict()})
+        return 0
+    print(f"blueprint unchanged: layer 3105 v{stored.version} ({stored.feature_count:,} features) was built from "
+          f"these rules and the layer versions current now; --force builds it again")
+    if args.export:
+        print(f"wrote {stored.feature_count:,} features to {args.export}")
     return 0

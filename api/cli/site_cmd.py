@@ -33,6 +33,8 @@ def register(commands) -> None:
     assess_p.add_argument("--type", action="append", dest="types", metavar="TYPE",
                           help="assessment type to run (repeatable; default all)")
     assess_p.add_argument("--format", choices=("text", "json"), default="text")
+    assess_p.add_argument("--force", action="store_true",
+                          help="assess again even where the stored result was made from the same inputs")
     assess_p.set_defaults(handler=assess)
 
 
@@ -80,19 +82,43 @@ def show(args) -> int:
 
 
 def assess(args) -> int:
-    from spatial.assessment import assess_zone
+    from spatial.assessment import Staleness, assess_zone, stale_types
     from spatial.site.request import parse_date
 
     settings = Settings()
+    as_of = parse_date(args.as_of)
     engine = db.make_engine(settings, start=False)
     try:
-        run = assess_zone(engine, settings, args.zone_id, as_of=parse_date(args.as_of), valid_years=args.valid_years,
-                          types=args.types, progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
+        staleness = Staleness(unchanged=[], stale=[])
+        if not args.force:
+            with engine.connect() as conn:
+                staleness = stale_types(conn, args.zone_id, as_of=as_of, valid_years=args.valid_years,
+                                        types=args.types)
+        run = None
+        if staleness.stale or not staleness.unchanged:  # nothing stored to reuse: assess (an unknown zone fails)
+            run = assess_zone(engine, settings, args.zone_id, as_of=as_of, valid_years=args.valid_years,
+                              types=staleness.stale or args.types,
+                              progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
     finally:
         engine.dispose()
     if args.format == "json":
-        print_json(run)
+        print_json({**(run or {"zone": {"zone_id": args.zone_id}, "results": []}), "unchanged": staleness.unchanged})
         return 0
+    if staleness.unchanged:
+        print(_unchanged_line(args.zone_id, staleness))
+    if run is not None:
+        _print_run(run)
+    return 0
+
+
+def _unchanged_line(zone_id: str, staleness) -> str:
+    kept = ", ".join(f"{u['type']} {u['result']} ({u['layer']} v{u['version']})" for u in staleness.unchanged)
+    rest = f"{len(staleness.stale)} to assess" if staleness.stale else "--force assesses them again"
+    return (f"zone {zone_id}: {len(staleness.unchanged)} stored results unchanged, made with these rules from the "
+            f"layer versions in force: {kept}; {rest}")
+
+
+def _print_run(run: dict) -> None:
     zone = run["zone"]
     print(f"zone {zone['zone_id']} {zone['name'] or ''}: {zone['area_m2'] / 1e6:,.2f} km², results valid "
           f"{run['valid_from']} to {run['valid_to']}")
@@ -107,7 +133,6 @@ def assess(args) -> int:
             print(f"      {r['reason']}")
     counts = {k: sum(r["result"] == k for r in run["results"]) for k in ("pass", "conditional", "fail", "not_assessed")}
     print(", ".join(f"{v} {k}" for k, v in counts.items()) + f"; {run['timings_ms']}")
-    return 0
 
 
 def _where(stat: dict) -> str:

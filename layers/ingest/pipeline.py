@@ -27,7 +27,7 @@ from layers.ingest.prepare import (
     parse_crs,
     to_storage_crs,
 )
-from layers.ingest.sources import file_sha256, open_source, read_source
+from layers.ingest.sources import file_sha256, open_raster_source, open_source, read_source
 from layers.ingest.write import NewVersion, Progress, write_raster_version, write_version
 from layers.settings import Settings
 
@@ -182,7 +182,7 @@ def load_raster(engine: Engine, settings: Settings, *, path: str | Path, minor: 
                 crs: str | None = None, valid_from: str | None = None, force: bool = False) -> LoadReport:
     """Register a GeoTIFF/COG as a new version of a raster layer (the file is copied in)."""
     started = time.perf_counter()
-    source = open_source_raster(path)
+    source = open_raster_source(path)
     checksum = file_sha256(source)
     if not force:
         unchanged = _unchanged_report(engine, minor.code, checksum, source.name)
@@ -213,16 +213,3 @@ def load_raster(engine: Engine, settings: Settings, *, path: str | Path, minor: 
                       source=Path(path).name, checksum=checksum, features=0,
                       source_crs=raster_crs.to_string(), reprojected=False, repaired=0,
                       timings={"register": time.perf_counter() - started})
-
-
-def open_source_raster(path: str | Path) -> Path:
-    text = str(path)
-    if "://" in text or text.startswith(("/vsi", "//", "\\\\")):
-        raise InvalidInput(f"{text} is a network path: copy the file to this machine first")
-    p = Path(text)
-    if not p.is_file() or p.stat().st_size == 0:
-        raise InvalidInput(f"{text}: no such file, or it is empty")
-    if p.suffix.lower() not in {".tif", ".tiff"}:
-        raise InvalidInput(f"{p.name}: raster layers take GeoTIFF or COG files")
-    return p
-

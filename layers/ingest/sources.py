@@ -14,8 +14,9 @@ from layers.errors import InvalidInput
 
 VECTOR_SUFFIXES = {".gpkg", ".shp", ".geojson", ".json", ".fgb", ".parquet", ".geoparquet", ".zip"}
 ALLOWED_DRIVERS = {"GPKG", "ESRI Shapefile", "GeoJSON", "FlatGeobuf"}
-NETWORK_PREFIXES = ("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsihttp", "http:", "https:", "ftp:",
-                    "//", "\\\\")
+RASTER_SUFFIXES = {".tif", ".tiff"}
+# URLs, UNC shares and GDAL's virtual file systems (/vsicurl, /vsis3, /vsizip, ...): never read as given.
+NETWORK_PREFIXES = ("/vsi", "http:", "https:", "ftp:", "//", "\\\\")
 # Files that make GDAL read other files or URLs: never accepted as a plan.
 INDIRECT_MARKERS = (b"<OGRVRTDataSource", b"<VRTDataset", b"<GDAL_WMS", b"<WFS_GetCapabilities")
 
@@ -69,13 +70,21 @@ def _check_zip(path: Path) -> str:
     return f"/vsizip/{path}/{(shapefiles or datasets)[0]}"
 
 
-def open_source(path_text: str | Path) -> Source:
-    """Check a user's file path and say how to read it.
+def check_local_file(path_text: str | Path) -> Path:
+    """The checks every plan file passes, vector or raster: a local, non-empty file that is not a
+    GDAL virtual or remote dataset (a VRT would make GDAL read other files or URLs).
 
     Raises
     ------
     InvalidInput
-        For network paths, missing or empty files, unsupported formats, unsafe zips and VRTs.
+        For network and GDAL virtual paths, missing or empty files and VRT-like content.
+
+    Examples
+    --------
+    >>> check_local_file("https://example.com/plan.gpkg")
+    Traceback (most recent call last):
+    ...
+    layers.errors.InvalidInput: https://example.com/plan.gpkg is a network path: copy the file to this machine first
     """
     text = str(path_text)
     if text.lower().startswith(NETWORK_PREFIXES) or "://" in text:
@@ -85,17 +94,37 @@ def open_source(path_text: str | Path) -> Source:
         raise InvalidInput(f"{text}: no such file")
     if path.stat().st_size == 0:
         raise InvalidInput(f"{path.name} is empty")
+    with open(path, "rb") as fh:
+        _reject_indirect(fh.read(256), path.name)
+    return path
+
+
+def open_source(path_text: str | Path) -> Source:
+    """Check a user's vector file (see :func:`check_local_file`) and say how to read it.
+
+    Raises
+    ------
+    InvalidInput
+        For what :func:`check_local_file` refuses, unsupported formats and unsafe zips.
+    """
+    path = check_local_file(path_text)
     suffix = path.suffix.lower()
     if suffix not in VECTOR_SUFFIXES:
         raise InvalidInput(
             f"{path.name}: unsupported format {suffix or '(none)'}; use GeoPackage, Shapefile "
             "(or zipped), GeoJSON, FlatGeobuf or GeoParquet"
         )
-    with open(path, "rb") as fh:
-        _reject_indirect(fh.read(256), path.name)
     gdal_path = _check_zip(path) if suffix == ".zip" else str(path)
     return Source(path=path, gdal_path=gdal_path, checksum=file_sha256(path),
                   is_parquet=suffix in {".parquet", ".geoparquet"})
+
+
+def open_raster_source(path_text: str | Path) -> Path:
+    """Check a user's raster file (see :func:`check_local_file`): a GeoTIFF or COG."""
+    path = check_local_file(path_text)
+    if path.suffix.lower() not in RASTER_SUFFIXES:
+        raise InvalidInput(f"{path.name}: raster layers take GeoTIFF or COG files")
+    return path
 
 
 def read_source(source: Source, *, source_layer: str | None = None) -> gpd.GeoDataFrame:

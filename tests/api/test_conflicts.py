@@ -25,7 +25,11 @@ def client(settings, engine):
 
 @pytest.fixture(scope="module")
 def ran(engine, settings):
-    """The synthetic city loaded and run once for this module (tests only add to it)."""
+    """The synthetic city loaded and run once for this module (tests only add to it).
+
+    Tests here read the store through ``engine`` and must not ask for ``empty_store``: it would
+    empty the layers under the module's run.
+    """
     reset_layers(engine)
     clear_register(engine)
     for code, gdf in city_layers().items():
@@ -35,19 +39,13 @@ def ran(engine, settings):
     reset_layers(engine)
 
 
-@pytest.fixture
-def empty_store(engine, ran):
-    """Here: the module's loaded store (the name the helpers below expect)."""
-    return engine
-
-
 def register_frame(engine) -> gpd.GeoDataFrame:
     with engine.connect() as conn:
         return gpd.read_postgis(sa.text("SELECT id, rule, severity, district_code, geom FROM conflict"), conn,
                                 geom_col="geom")
 
 
-def test_list_pages_through_every_live_conflict(client, ran, empty_store):
+def test_list_pages_through_every_live_conflict(client, ran, engine):
     first = client.get("/api/v1/conflicts", params={"page_size": 200}).json()
     assert first["total"] == ran.summary["total"]["count"] and first["page"] == 1 and first["page_size"] == 200
     assert set(first["items"][0]) == CONTRACT_KEYS | {"district_name"}
@@ -57,7 +55,7 @@ def test_list_pages_through_every_live_conflict(client, ran, empty_store):
         body = client.get("/api/v1/conflicts", params={"page_size": 200, "page": page}).json()
         seen += [item["id"] for item in body["items"]]
         page += 1
-    assert sorted(seen) == sorted(register_frame(empty_store).id) and len(set(seen)) == len(seen)
+    assert sorted(seen) == sorted(register_frame(engine).id) and len(set(seen)) == len(seen)
     severities = [item["severity"] for item in first["items"]]
     assert severities == sorted(severities, key=["critical", "major", "minor"].index)
     geometry = first["items"][0]["geometry"]
@@ -68,8 +66,8 @@ def test_list_pages_through_every_live_conflict(client, ran, empty_store):
 
 @pytest.mark.parametrize("params", [{"type": "CT03"}, {"severity": "critical"}, {"district": "370103"},
                                     {"type": "CT04", "district": "370102", "severity": "critical"}])
-def test_filters(client, ran, empty_store, params):
-    frame = register_frame(empty_store)
+def test_filters(client, ran, engine, params):
+    frame = register_frame(engine)
     want = frame
     if "type" in params:
         want = want[want.rule == params["type"]]
@@ -82,8 +80,8 @@ def test_filters(client, ran, empty_store, params):
     assert sorted(item["id"] for item in body["items"]) == sorted(want.id)
 
 
-def test_bbox_filter_in_wgs84(client, ran, empty_store):
-    frame = register_frame(empty_store).to_crs(4326)
+def test_bbox_filter_in_wgs84(client, ran, engine):
+    frame = register_frame(engine).to_crs(4326)
     x0, y0, x1, y1 = frame.total_bounds
     box = (x0, y0, x0 + (x1 - x0) / 3, y0 + (y1 - y0) / 2)
     want = frame[shapely.intersects(frame.geometry.values, shapely.box(*box))]

@@ -6,6 +6,11 @@ import yaml
 from layers.catalogue import CATALOGUE_PATH, load_catalogue, validate_catalogue
 from layers.errors import CatalogueError, NotFound
 
+CONSTRAINING = {"1103", "1302", "1303", "1304", "1305", "2102", "2103", "2202", "2203", "2204", "2205", "2206",
+                "2207", "2301", "2302", "2303", "2304", "2401", "2402", "2403", "2404", "2501", "2502", "2503",
+                "2504"}
+"""The classes whose hits constrain development, as the code derived them before the catalogue said so."""
+
 
 @pytest.fixture(scope="module")
 def raw():
@@ -48,6 +53,7 @@ def test_unknown_code_is_not_found():
         (lambda r: r["majors"][0]["middles"][0]["minors"][1].update(code="1101"), "used twice"),
         (lambda r: r["majors"][0]["middles"][0]["minors"][0].update(code="2199"), "not under middle"),
         (lambda r: r["majors"][1]["middles"][2]["minors"][0]["control"].pop("text_zh"), "text_zh"),
+        (lambda r: r["majors"][0]["middles"][0]["minors"][0]["control"].update(constrains="yes"), "constrains"),
     ],
 )
 def test_invalid_catalogues_are_rejected(raw, mutate, message):
@@ -64,3 +70,21 @@ def test_control_by_unknown_value_is_rejected(raw):
     water["control"]["by_attribute"]["levels"]["grade-9"] = "prohibited"
     with pytest.raises(CatalogueError, match="unknown values"):
         validate_catalogue(broken)
+
+
+def minor_raw(raw: dict, code: str) -> dict:
+    return next(m for major in raw["majors"] for middle in major["middles"] for m in middle["minors"]
+                if m["code"] == code)
+
+
+def test_constraining_classes_are_unchanged():
+    assert {m.code for m in load_catalogue().minors.values() if m.constrains} == CONSTRAINING
+
+
+def test_constrains_is_read_from_the_catalogue(raw):
+    edited = copy.deepcopy(raw)
+    minor_raw(edited, "2202")["control"].pop("constrains")  # allowed, so derived: not constraining
+    minor_raw(edited, "1101")["control"]["constrains"] = True  # none, but said to constrain
+    minor_raw(edited, "2301")["control"]["constrains"] = False  # prohibited, but said not to
+    minors = validate_catalogue(edited).minors
+    assert {code for code, m in minors.items() if m.constrains} == CONSTRAINING - {"2202", "2301"} | {"1101"}

@@ -5,7 +5,11 @@ import os
 import subprocess
 import sys
 
+import sqlalchemy as sa
+
+from layers import db
 from layers.catalogue import load_catalogue
+from tests.databases import database_name
 
 
 def run(*args, env=None):
@@ -36,3 +40,21 @@ def test_db_up_is_idempotent_and_url_is_stable(settings, engine):
     assert first.returncode == 0 and second.returncode == 0, second.stderr
     assert "schema at revision" in second.stdout
     assert url_after_first.strip() and run("db", "url", env=env).stdout == url_after_first
+
+
+def test_db_up_creates_and_migrates_the_named_database(settings):
+    named = settings.on_database(database_name("db_up"))
+    url = db.database_url(named)
+    db.drop_database(url)
+    env = ({"DATABASE_URL": named.database.database_url} if named.database.database_url
+           else {"BLUEPRINT_DATABASE": named.database.embedded_database})
+    try:
+        result = run("db", "up", env=env)
+        assert result.returncode == 0, result.stderr
+        engine = db.make_engine(named, start=False)
+        with engine.connect() as conn:
+            layers = conn.execute(sa.text("SELECT count(*) FROM layer")).scalar_one()
+        engine.dispose()
+        assert layers == len(load_catalogue().minors) and f"{layers} catalogue layers" in result.stdout
+    finally:
+        db.drop_database(url)

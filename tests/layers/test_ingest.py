@@ -216,7 +216,7 @@ def _bad_files(tmp_path):
     cases["vrt"] = (vrt, "2301", InvalidInput, "virtual")
     vrt_ext = tmp_path / "plan.vrt"
     vrt_ext.write_text("<OGRVRTDataSource/>")
-    cases["vrt suffix"] = (vrt_ext, "2301", InvalidInput, "unsupported format")
+    cases["vrt suffix"] = (vrt_ext, "2301", InvalidInput, "virtual")
     cases["network"] = ("/vsicurl/http://example.com/plan.gpkg", "2301", InvalidInput, "network path")
     cases["url"] = ("https://example.com/plan.geojson", "2301", InvalidInput, "network path")
     out_of_range = frame.copy()
@@ -234,6 +234,25 @@ def test_bad_inputs_give_one_line_errors_and_change_nothing(empty_store, setting
         with empty_store.connect() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM layer_version")).scalar_one() == 1, name
             assert conn.execute(sa.text("SELECT count(*) FROM feature")).scalar_one() == 5, name
+
+
+def test_a_raster_path_is_checked_as_a_vector_one(engine, settings, tmp_path):
+    vrt = ('<VRTDataset rasterXSize="1" rasterYSize="1"><VRTRasterBand band="1"><SimpleSource>'
+           "<SourceFilename>/etc/passwd</SourceFilename></SimpleSource></VRTRasterBand></VRTDataset>")
+    cases = {"/vsicurl/https://example.com/dem.tif": "is a network path",
+             "https://example.com/dem.tif": "is a network path",
+             "/vsizip/dem.zip/dem.tif": "is a network path",
+             str(tmp_path / "none.tif"): "no such file"}
+    for name in ("dem.vrt", "dem.tif"):  # a VRT by name, and one dressed as a GeoTIFF
+        (tmp_path / name).write_text(vrt)
+        cases[str(tmp_path / name)] = f"{name} is a GDAL virtual/remote dataset"
+    for path, message in cases.items():
+        errors = []
+        for code in ("2301", "1102"):  # the red line (vector), the DEM (raster)
+            with pytest.raises(InvalidInput, match=message) as info:
+                load_layer(engine, settings, path=path, layer_code=code)
+            errors.append(str(info.value))
+        assert errors[0] == errors[1] and "\n" not in errors[0], path
 
 
 def test_cli_bad_input_is_one_line_and_nonzero(settings, tmp_path):

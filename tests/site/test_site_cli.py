@@ -58,7 +58,7 @@ def test_site_check_errors_are_one_line(run, city, tmp_path):
 
 
 def test_assess_prints_results_in_numbers(run, city):
-    cli = run("assess", "DZ01", "--type", "flood_impact")
+    cli = run("assess", "DZ01", "--type", "flood_impact", "--force")
     assert cli.returncode == 0, cli.stderr
     assert "flood_impact" in cli.stdout and "fail" in cli.stdout and "25.0%" in cli.stdout
     assert run("assess", "NOPE").returncode == 2

@@ -7,6 +7,8 @@ import math
 import pytest
 from pyproj import Geod, Transformer
 
+from spatial.conflicts.rules import RulesError
+from viewer import pages
 from viewer.pages import BROWSER_TILE_FEATURES, layer_min_zoom
 
 SQUARE = (470_000.0, 3_990_000.0, 570_000.0, 4_090_000.0)  # 100 km × 100 km near Jinan, EPSG:4548
@@ -39,3 +41,22 @@ def test_small_or_unknown_layers_show_at_every_zoom():
     assert layer_min_zoom(BROWSER_TILE_FEATURES, SQUARE, 4548) == 0
     assert layer_min_zoom(10_000_000, None, 4548) == 0
     assert layer_min_zoom(1_000_000, SQUARE, 4548) < layer_min_zoom(100_000_000, SQUARE, 4548)
+
+
+def test_unreadable_rules_leave_the_map_uncoloured_but_bugs_surface(monkeypatch, caplog):
+    schemes, types = pages._rules_data()
+    assert "gb50137" in schemes and any(t["code"] == "CT03" for t in types)
+
+    def invalid():
+        raise RulesError("rule CT03: missing severity")
+
+    monkeypatch.setattr(pages, "load_rules", invalid)
+    assert pages._rules_data() == ({}, [])
+    assert "rule CT03: missing severity" in caplog.text
+
+    def broken():
+        raise TypeError("a bug, not a rules problem")
+
+    monkeypatch.setattr(pages, "load_rules", broken)
+    with pytest.raises(TypeError):
+        pages._rules_data()
