@@ -29,7 +29,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import bench_settings, machine  # noqa: E402
+from bench.common import bench_settings, free_port, latency_ms, machine, write_results  # noqa: E402
 from layers import db  # noqa: E402
 from layers.settings import Settings  # noqa: E402
 
@@ -151,29 +151,26 @@ def start_server(settings: Settings, port: int, workers: int) -> subprocess.Pope
     raise SystemExit(f"server did not start: {proc.stderr.read().decode()[-2000:]}")
 
 
-def percentiles(ms: list[float]) -> dict:
-    a = np.asarray(ms)
-    out = {"n": len(a)}
-    for p in (50, 95, 99):
-        out[f"p{p}_ms"] = round(float(np.percentile(a, p)), 2)
-    return {**out, "mean_ms": round(float(a.mean()), 2), "max_ms": round(float(a.max()), 2)}
+def latencies(seconds: list[float]) -> dict:
+    """``n`` and the latency figures (p50/p95/p99, mean, max in ms) of requests timed in seconds."""
+    return {"n": len(seconds), **latency_ms(seconds, percentiles=(50, 95, 99))}
 
 
 def one_client(port: int, bodies: list[bytes], n: int) -> tuple[dict, dict]:
-    client, ms, stages = Client(port), [], {}
+    client, elapsed, stages = Client(port), [], {}
     for i in range(n):
         started = time.perf_counter()
         status, payload = client.post(bodies[i % len(bodies)])
-        ms.append((time.perf_counter() - started) * 1000)
+        elapsed.append(time.perf_counter() - started)
         if status != 200:
             raise SystemExit(f"HTTP {status}: {payload[:300]!r}")
         for key, value in json.loads(payload)["timings_ms"].items():
             stages.setdefault(key, []).append(value)
-    return percentiles(ms), {k: round(float(np.median(v)), 3) for k, v in stages.items()}
+    return latencies(elapsed), {k: round(float(np.median(v)), 3) for k, v in stages.items()}
 
 
 def many_clients(port: int, bodies: list[bytes], clients: int, seconds: float) -> dict:
-    ms: list[list[float]] = [[] for _ in range(clients)]
+    elapsed: list[list[float]] = [[] for _ in range(clients)]
     errors: list[str] = []
     stop = time.perf_counter() + seconds
 
@@ -182,7 +179,7 @@ def many_clients(port: int, bodies: list[bytes], clients: int, seconds: float) -
         while time.perf_counter() < stop:
             started = time.perf_counter()
             status, payload = client.post(bodies[i % len(bodies)])
-            ms[k].append((time.perf_counter() - started) * 1000)
+            elapsed[k].append(time.perf_counter() - started)
             i += 1
             if status != 200:
                 errors.append(f"HTTP {status}: {payload[:200]!r}")
@@ -194,12 +191,12 @@ def many_clients(port: int, bodies: list[bytes], clients: int, seconds: float) -
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - started
+    wall = time.perf_counter() - started
     if errors:
         raise SystemExit(errors[0])
-    flat = [x for part in ms for x in part]
-    return {"clients": clients, "seconds": round(elapsed, 2), "requests": len(flat),
-            "rps": round(len(flat) / elapsed, 1), **percentiles(flat)}
+    flat = [x for part in elapsed for x in part]
+    return {"clients": clients, "seconds": round(wall, 2), "requests": len(flat),
+            "rps": round(len(flat) / wall, 1), **latencies(flat)}
 
 
 def summarise(runs: list[dict]) -> tuple[dict, dict, dict]:
@@ -217,29 +214,30 @@ def main() -> int:
     parser.add_argument("--scale", type=int, default=10)
     parser.add_argument("--reload", action="store_true", help="reload the data even if already loaded")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--port", type=int, default=None, help="the server's port (default: a free one)")
     parser.add_argument("--requests", type=int, default=2000, help="sequential requests with one client")
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of the four-client run")
     parser.add_argument("--runs", type=int, default=3,
                         help="measure this many times; the summary is the median run (the machine may be shared)")
-    parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "site.json"))
+    parser.add_argument("--output", type=Path, default=None, help="default: bench/results/site.json")
     args = parser.parse_args()
     data = args.data
+    port = args.port or free_port()
     settings = bench_settings(DATABASE)
     info = prepare(settings, data, args.scale, args.reload)
     print(f"{info['dataset']} data: {info['features']:,} features in {info['vector_layers']} vector and "
           f"{info['raster_layers']} raster layers", flush=True)
     bodies = sites(info["city"], 1000)
     load_before = os.getloadavg()
-    server = start_server(settings, args.port, args.workers)
+    server = start_server(settings, port, args.workers)
     runs = []
     try:
-        many_clients(args.port, bodies, 4, 3.0)  # warm up every worker, connection and statement cache
+        many_clients(port, bodies, 4, 3.0)  # warm up every worker, connection and statement cache
         for k in range(args.runs):
-            single, stages = one_client(args.port, bodies, args.requests)
+            single, stages = one_client(port, bodies, args.requests)
             print(f"run {k + 1}, 1 client:  p50 {single['p50_ms']} ms, p95 {single['p95_ms']} ms, p99 "
                   f"{single['p99_ms']} ms ({single['n']} requests); server stages (median ms) {stages}", flush=True)
-            concurrent = many_clients(args.port, bodies, 4, args.seconds)
+            concurrent = many_clients(port, bodies, 4, args.seconds)
             print(f"run {k + 1}, 4 clients: {concurrent['rps']} requests/s, p50 {concurrent['p50_ms']} ms, "
                   f"p99 {concurrent['p99_ms']} ms ({concurrent['requests']} requests)", flush=True)
             runs.append({"one_client": single, "server_stages_median_ms": stages, "four_clients": concurrent,
@@ -256,26 +254,23 @@ def main() -> int:
     common = {"engine": "blueprint", "dataset": dataset, "server": f"blueprint serve --workers {args.workers}"}
     latency = ("p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms")
     results = [
-        {**common, "clients": 1, "requests": single["n"], **{k: single[k] for k in latency},
+        {**common, "clients": 1, "requests": int(single["n"]), **{k: single[k] for k in latency},
          "requests_per_s": round(1000.0 / single["mean_ms"], 1)},
-        {**common, "clients": 4, "requests": concurrent["requests"], "seconds": concurrent["seconds"],
+        {**common, "clients": 4, "requests": int(concurrent["requests"]), "seconds": concurrent["seconds"],
          "requests_per_s": concurrent["rps"], **{k: concurrent[k] for k in latency}},
     ]
     # No peer serves this query: the ratios are to the issue's targets (above 1: met).
     ratios = {"target_p50_ms/p50_ms": round(TARGETS["p50_ms"] / single["p50_ms"], 2),
               "target_p99_ms/p99_ms": round(TARGETS["p99_ms"] / single["p99_ms"], 2),
               "requests_per_s/target": round(concurrent["rps"] / TARGETS["rps_4_clients"], 2)}
-    document = {
-        "benchmark": "site", "dataset": dataset, "results": results, "ratios": ratios,
-        "machine": {**machine(), "load_average_before": [round(x, 2) for x in load_before],
-                    "load_average_after": [round(x, 2) for x in load_after]},
-        "summary": "each figure is the median of that figure over the runs",
-        "server_stages_median_ms": stages, "runs": runs, "targets": TARGETS, "met": met,
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"wrote {args.output}: targets met {met}", flush=True)
+    path = write_results(
+        "site", dataset=dataset, results=results, ratios=ratios, path=args.output,
+        machine={**machine(), "load_average_before": [round(x, 2) for x in load_before],
+                 "load_average_after": [round(x, 2) for x in load_after]},
+        summary="each figure is the median of that figure over the runs",
+        server_stages_median_ms=stages, runs=runs, targets=TARGETS, met=met,
+        measured_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    print(f"wrote {path}: targets met {met}", flush=True)
     return 0
 
 

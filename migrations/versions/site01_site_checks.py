@@ -34,8 +34,9 @@ def upgrade() -> None:
         )
         """
     )
-    # lz4 compresses a 30 kB result about five times faster than the default pglz: with it the
-    # insert is no longer the dearest part of a check. Only where the server was built with lz4.
+    # lz4 rather than the default pglz. Measured with real ~21 kB results (demo city at scale 10,
+    # 2 cores, the two interleaved): an insert takes 0.94 ms instead of 1.29 ms (median), for 7.0 kB
+    # stored instead of 6.7 kB. Only where the server was built with lz4.
     op.execute(
         """
         DO $$ BEGIN

@@ -1,4 +1,5 @@
-"""Reading what lies under a site from PostGIS: one statement, one round trip, for every layer.
+"""Reading what lies under a site from PostGIS: one statement for every layer, sent in pipeline
+mode so that the caller can work (read the rasters) while the server runs it.
 
 The statement names the version ids as literals (``version_id = ANY('{…}')``) so PostgreSQL
 prunes the ``feature`` partitions while planning, and its text only changes when a layer gets a
@@ -22,7 +23,9 @@ segments). Layer coverages are read once per version and kept prepared: a versio
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import shapely
@@ -31,6 +34,8 @@ import sqlalchemy as sa
 from layers import store
 from layers.store import VersionInfo
 from spatial.site import pieces
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -56,8 +61,8 @@ is intersected with the few pieces it meets rather than with the whole boundary.
 
 
 def fetch_hits(conn: sa.Connection, *, site: shapely.Geometry, checked: shapely.Geometry, srid: int,
-               area_versions: list[int], reach_versions: list[int],
-               reach_m: float) -> tuple[dict[int, list[Hit]], tuple]:
+               area_versions: list[int], reach_versions: list[int], reach_m: float,
+               meanwhile: Callable[[], T]) -> tuple[dict[int, list[Hit]], tuple, T]:
     """Features of the given versions under (or near) a site, grouped by version id.
 
     Parameters
@@ -66,11 +71,13 @@ def fetch_hits(conn: sa.Connection, *, site: shapely.Geometry, checked: shapely.
         same object when there is no buffer), both in the storage CRS ``srid``.
     area_versions : versions whose features are clipped to ``checked``.
     reach_versions : versions whose features within ``reach_m`` of ``checked`` are returned.
+    meanwhile : the caller's other work, run once the statement is sent, while the server executes it.
 
     The versions' big features must have been subdivided (:func:`spatial.site.pieces.ensure_pieces`).
 
-    Returns the hits and the stamp of the versions (:data:`STAMP`), read in the same snapshot: if it
-    differs from the one the version ids were chosen under, the caller chooses again.
+    Returns the hits, the stamp of the versions (:data:`STAMP`), read in the same snapshot (if it
+    differs from the one the version ids were chosen under, the caller chooses again), and what
+    ``meanwhile()`` returned.
     """
     buffered = checked is not site
     large = shapely.get_num_coordinates(checked) > LARGE_SITE
@@ -80,7 +87,13 @@ def fetch_hits(conn: sa.Connection, *, site: shapely.Geometry, checked: shapely.
     params = {"checked": shapely.to_wkb(checked)}
     if buffered:
         params["site"] = shapely.to_wkb(site)
-    rows = conn.exec_driver_sql(sql, params).all()
+    # Pipeline mode sends the statement without waiting for its rows (psycopg prepares it all the
+    # same); leaving the pipeline costs one more small round trip.
+    driver = conn.connection.driver_connection
+    with driver.pipeline(), driver.cursor() as cursor:
+        cursor.execute(sql, params)
+        done = meanwhile()
+        rows = cursor.fetchall()
     stamp = tuple(next(r[2] for r in rows if r[0] == -1))
     rows = [r for r in rows if r[0] != -1]
     geoms = shapely.from_wkb([r[3] for r in rows])
@@ -99,7 +112,7 @@ def fetch_hits(conn: sa.Connection, *, site: shapely.Geometry, checked: shapely.
         if (buffered or row[0] in reach_ids) and not geom.is_empty and not shapely.intersects(site, geom):
             distance = float(shapely.distance(site, geom))
         out.setdefault(row[0], []).append(Hit(row[1], row[2], geom, bool(covers), distance))
-    return out, stamp
+    return out, stamp, done
 
 
 def intersect(piece: shapely.Geometry, polygon: shapely.Geometry) -> shapely.Geometry:

@@ -55,6 +55,16 @@ def test_stored_check_reads_back_and_renders_as_a_document(client):
     assert "<script" not in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
 
 
+def test_stored_check_is_the_answer_as_given(client):
+    answer = post(client, {"geometry": lonlat(SITES["redline"]), "buffer_m": 20})
+    stored = client.get(f"/api/v1/sites/{answer.json()['check_id']}")
+    assert list(stored.json()) == list(answer.json())  # same members, in the same order
+    first, again = answer.json(), stored.json()
+    assert set(first["timings_ms"]) - set(again["timings_ms"]) == {"store"}  # stored before the store
+    assert {k: v for k, v in again.items() if k != "timings_ms"} == {k: v for k, v in first.items()
+                                                                      if k != "timings_ms"}
+
+
 def test_openapi_documents_the_site_endpoints(client):
     spec = client.get("/openapi.json").json()
     body = spec["paths"]["/api/v1/sites/check"]["post"]["requestBody"]["content"]["application/json"]["schema"]

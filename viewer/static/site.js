@@ -134,24 +134,22 @@
 
   function joined(...parts) { return parts.filter((p) => p !== undefined && p !== null && p !== "").join(" "); }
 
-  /* The site-check answer in one shape: the agreed contract (layers, conditions, timings) or the
-   * richer one (constraints, verdict object with reasons, planning_conditions, timings_ms). */
+  /* The site-check answer (POST /api/v1/sites/check) as the report shows it: one row per layer. */
   function normalizeReport(data) {
-    const verdict = data.verdict && typeof data.verdict === "object" ? data.verdict : { level: data.verdict };
-    const layers = (data.layers || data.constraints || []).map((l) => ({
-      code: l.code || l.layer, name_zh: l.name_zh, name_en: l.name_en, status: l.status || "unknown",
-      level: l.control_level || (l.rule && l.rule.level) || null,
-      overlap_m2: l.overlap_m2, share: l.share,
-      text: l.text || (l.rule ? joined(l.rule.text_zh, l.rule.text_en) : ""),
+    const verdict = data.verdict;
+    const layers = data.constraints.map((l) => ({
+      code: l.layer, name_zh: l.name_zh, name_en: l.name_en, status: l.status,
+      level: l.control_level, overlap_m2: l.overlap_m2, share: l.share,
+      text: joined(l.rule.text_zh, l.rule.text_en),
       reason: joined(l.reason_zh, l.reason),
-      features: l.features || [],
+      features: l.features,
     }));
     return {
-      check_id: data.check_id, verdict: String(verdict.level || "unknown"), complete: verdict.complete,
-      reasons: data.reasons || verdict.reasons || [], layers,
-      conditions: data.conditions !== undefined ? data.conditions : data.planning_conditions,
+      check_id: data.check_id, verdict: String(verdict.level), complete: verdict.complete,
+      reasons: verdict.reasons, layers,
+      conditions: data.planning_conditions,
       assessments: data.assessments, blueprint: data.blueprint, terrain: data.terrain,
-      versions: data.versions, timings: data.timings || data.timings_ms, site: data.site,
+      versions: data.versions, timings: data.timings_ms, site: data.site,
     };
   }
 
