@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import socket
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -100,11 +101,24 @@ def measure(run: Callable[[], object], *, repeat: int = 3, setup: Callable[[], N
     return out
 
 
-def latency_ms(seconds: Iterable[float]) -> dict[str, float]:
-    """``p50_ms``, ``p99_ms``, ``mean_ms`` and ``max_ms`` of per-request latencies given in seconds."""
+def latency_ms(seconds: Iterable[float], percentiles: Iterable[int] = (50, 99)) -> dict[str, float]:
+    """``p<N>_ms`` for each of ``percentiles``, ``mean_ms`` and ``max_ms`` of per-request latencies in seconds.
+
+    Examples
+    --------
+    >>> latency_ms([0.001, 0.002, 0.003], percentiles=(50, 95))
+    {'p50_ms': 2.0, 'p95_ms': 2.9, 'mean_ms': 2.0, 'max_ms': 3.0}
+    """
     ms = np.asarray(list(seconds), dtype=float) * 1000.0
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
+    return {**{f"p{p}_ms": round(float(np.percentile(ms, p)), 3) for p in percentiles},
             "mean_ms": round(float(ms.mean()), 3), "max_ms": round(float(ms.max()), 3)}
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback now (for a benchmark's own server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def result_row(engine: str, dataset: str, measurement: Measurement | float, *, rows: int | None = None,
@@ -164,11 +178,11 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
         print("  ".join(v.rjust(w) if n and i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True))))
 
 
-def write_results(benchmark: str, *, dataset: str, results: list[dict], ratios: dict[str, float],
-                  **extra) -> Path:
-    """Write ``bench/results/<benchmark>.json`` in the shared shape; return its path."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{benchmark}.json"
+def write_results(benchmark: str, *, dataset: str | dict, results: list[dict], ratios: dict[str, float],
+                  path: Path | None = None, **extra) -> Path:
+    """Write ``bench/results/<benchmark>.json`` (or ``path``) in the shared shape; return its path."""
+    path = path or RESULTS_DIR / f"{benchmark}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     document = {"benchmark": benchmark, "dataset": dataset, "results": results, "ratios": ratios,
                 "machine": machine(), **extra}
     path.write_text(json.dumps(document, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

@@ -9,22 +9,29 @@ uvicorn process on the loopback (one worker each, all on TCP to PostgreSQL, same
 cap, no compression asked unless ``--gzip``) and gets the same fixed list of z/x/y at z10–z14 (a
 seeded sample of the tiles over the data). Phases are bounded in time.
 
-One Blueprint keeps built tiles in memory; tipg has no tile cache. So One Blueprint is measured three
-ways, each row labelled in ``tile_cache``:
+One Blueprint keeps built tiles in memory and in a tile store in PostGIS (``blueprint tiles seed``
+fills it ahead; the endpoint reads it before building). tipg has neither. So One Blueprint is
+measured four ways, each row labelled in ``tile_cache``:
 
-* ``off`` — a server with the tile cache off (``BLUEPRINT_TILE_CACHE_BYTES=0``): every request
-  builds its tile in PostGIS, as tipg does. This is the cold cost of a tile and the like-for-like
-  comparison with tipg (``throughput_*`` ratios, ``p50_z14_ms.blueprint``).
-* ``first request`` — a server with the cache on, asked for each tile once, one client: what the
-  first request of a tile costs there (the cache missed, the tile built and kept).
-* ``warm`` — the same server asked again: tiles come from its cache (``throughput_warm_*`` ratios,
+* ``off`` — a server with the memory cache and the store off (``BLUEPRINT_TILE_CACHE_BYTES=0``,
+  ``BLUEPRINT_TILE_STORE=false``): every request builds its tile in PostGIS, as tipg does. This is
+  the cost of building a tile and the like-for-like comparison with tipg (``throughput_*`` ratios,
+  ``p50_z14_ms.blueprint``).
+* ``stored`` — a fresh server with the memory cache off and the store on, after the store was seeded
+  (timed; ``seed`` in the output): every request reads its tile from the store, as a user's first view
+  of a tile does after a load and ``blueprint tiles seed``, and after a server restart
+  (``throughput_stored_*`` ratios, ``p50_z14_ms.blueprint_stored``).
+* ``first request`` — a server with the memory cache on and the store off, asked for each tile once,
+  one client: what the first request of a tile not in the store costs (built and kept in memory).
+* ``warm`` — the same server asked again: tiles come from its memory (``throughput_warm_*`` ratios,
   against tipg building every tile; not like-for-like, and labelled so).
 
-"Cold" means not in the tile cache: PostgreSQL's buffers are warm for every engine (all get a
-warm-up pass first; the cached server's warm-up uses other tiles so its cache stays empty for the
-measured ones). Then for each zoom ``--rounds`` passes by one client and by four concurrent clients.
-Both One Blueprint servers remember a layer's current version for ``BLUEPRINT_TILE_VERSION_TTL``
-seconds (default 1; set it to 0 in the environment to measure a version look-up on every tile).
+PostgreSQL's buffers are warm for every engine (all get a warm-up pass first; the memory-cached
+server's warm-up uses other tiles so its memory stays empty for the measured ones). Then for each zoom
+``--rounds`` passes by one client and by four concurrent clients. Every One Blueprint server remembers
+a layer's current version for ``BLUEPRINT_TILE_VERSION_TTL`` seconds (default 1; set it to 0 in the
+environment to measure a version look-up on every tile). Without ``--gzip`` no compression is asked
+for, so the ``stored`` server unzips each stored tile (0.1–0.2 ms at z14); with it, it sends them as stored.
 Writes bench/results/tiles.json.
 """
 
@@ -37,7 +44,6 @@ import http.client
 import json
 import math
 import os
-import platform
 import random
 import signal
 import socket
@@ -51,6 +57,7 @@ from pathlib import Path
 import geopandas as gpd
 import mapbox_vector_tile
 import numpy as np
+import psycopg
 import shapely
 import sqlalchemy as sa
 from pyproj import Transformer
@@ -58,10 +65,12 @@ from pyproj import Transformer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import bench_settings, free_port, latency_ms, write_results  # noqa: E402
 from layers import db  # noqa: E402
 from layers.catalogue import load_catalogue  # noqa: E402
 from layers.ingest import load_frame  # noqa: E402
 from layers.settings import DatabaseSettings, Settings  # noqa: E402
+from viewer.tile_seed import seed_tiles, store_bytes  # noqa: E402
 
 DATABASE = "blueprint_bench_tiles"
 LAYER = "1203"
@@ -71,9 +80,9 @@ PHASE_SECONDS = 30.0
 X0, Y0 = 470_000.0, 3_990_000.0  # south-west corner of the data, EPSG:4548 (Jinan)
 
 
-def bench_settings() -> Settings:
+def loopback_settings() -> Settings:
     """Settings on a database of its own on the platform's server, reached over TCP loopback."""
-    settings = Settings().on_database(DATABASE)
+    settings = bench_settings(DATABASE)
     url = sa.engine.make_url(db.database_url(settings))
     if url.host is None:  # the embedded cluster: its socket URL → the same server on 127.0.0.1
         url = url.set(host="127.0.0.1", port=int(url.query["port"]), query={})
@@ -152,12 +161,6 @@ def tile_list(extent, per_zoom: int, seed: int) -> dict[int, list[tuple[int, int
         tiles = [(z, x, y) for x in range(tx(w), tx(e) + 1) for y in range(ty(n), ty(s) + 1)]
         out[z] = sorted(rng.sample(tiles, min(per_zoom, len(tiles))))
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Engine:
@@ -243,15 +246,9 @@ def run_phase(engine: Engine, tiles: list, *, clients: int, rounds: int, seconds
     wall = time.perf_counter() - started
     if errors:
         raise RuntimeError(f"{engine.name}: {len(errors)} failed requests, first: {errors[0]}")
-    ms = sorted(v * 1000 for v in latencies)
-
-    def pct(p: float) -> float:
-        return ms[min(len(ms) - 1, int(round(p / 100 * (len(ms) - 1))))]
-
-    return {"requests": len(ms), "p50_ms": round(pct(50), 3), "p95_ms": round(pct(95), 3),
-            "p99_ms": round(pct(99), 3), "mean_ms": round(statistics.fmean(ms), 3),
-            "requests_per_s": round(len(ms) / wall, 1), "mean_bytes": round(statistics.fmean(sizes)),
-            "complete": len(ms) == len(jobs)}
+    return {"seconds": round(wall, 3), "requests": len(latencies), **latency_ms(latencies, (50, 95, 99)),
+            "requests_per_s": round(len(latencies) / wall, 1), "mean_bytes": round(statistics.fmean(sizes)),
+            "complete": len(latencies) == len(jobs)}
 
 
 def features_per_tile(engine: Engine, tiles: list) -> float:
@@ -268,6 +265,25 @@ def features_per_tile(engine: Engine, tiles: list) -> float:
     return round(statistics.fmean(counts), 1) if counts else 0.0
 
 
+def seed_store(settings: Settings, version_id: int, dataset: str) -> dict:
+    """Empty the version's stored tiles, then seed the measured zooms as ``blueprint tiles seed`` does (timed)."""
+    with psycopg.connect(db.libpq_url(db.database_url(settings)), autocommit=True) as conn:
+        conn.execute("DELETE FROM vector_tile WHERE version_id = %s", (version_id,))
+        conn.execute("VACUUM FULL vector_tile")  # so the store's size below is what this seed wrote
+    jobs = os.cpu_count() or 2
+    print(f"seeding the tile store: layer {LAYER} z{min(ZOOMS)}–{max(ZOOMS)}, {jobs} jobs …", flush=True)
+    started = time.perf_counter()
+    (seed,) = seed_tiles(settings, codes=[LAYER], min_zoom=min(ZOOMS), max_zoom=max(ZOOMS), jobs=jobs)
+    seconds = time.perf_counter() - started
+    row = {"engine": "blueprint", "tile_cache": "seed", "dataset": dataset, "zoom": f"{min(ZOOMS)}-{max(ZOOMS)}",
+           "mode": f"seed, {jobs} jobs", "clients": jobs, "seconds": round(seconds, 2), "tiles_built": seed.built,
+           "tiles_empty": seed.empty, "tiles_per_s": round((seed.built + seed.empty) / seconds, 1),
+           "gzip_bytes": seed.bytes, "store_bytes": store_bytes(settings)}
+    print(f"  {seed.built:,} tiles built, {seed.empty:,} empty, {seed.bytes / 1e6:,.1f} MB gzip in {seconds:.1f} s; "
+          f"the store holds {row['store_bytes'] / 1e6:,.1f} MB", flush=True)
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", type=int, default=1_000_000)
@@ -275,11 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="passes over the tiles per phase")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--gzip", action="store_true", help="ask every engine for gzip (Accept-Encoding: gzip)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "tiles.json")
+    parser.add_argument("--out", type=Path, help="write here instead of bench/results/tiles.json")
     args = parser.parse_args(argv)
 
     load_before = os.getloadavg()
-    settings = bench_settings()
+    settings = loopback_settings()
     version_id, extent = prepare(settings, args.features, args.seed)
     tiles = tile_list(extent, args.per_zoom, args.seed)
     # The cached server warms up on other tiles, so the measured ones are still cold in its cache.
@@ -290,28 +306,32 @@ def main(argv: list[str] | None = None) -> int:
     limit = settings.server.tile_feature_limit
     url = settings.database.database_url
     pg_url = url.replace("postgresql+psycopg://", "postgresql://", 1)
-    dataset = {"name": f"parcels-{args.features}", "layer": LAYER, "features": args.features,
+    name = f"parcels-{args.features}"
+    dataset = {"name": name, "layer": LAYER, "features": args.features,
                "version_id": version_id, "extent_epsg4548": list(extent),
                "tiles_per_zoom": {str(z): len(t) for z, t in tiles.items()}, "tile_feature_limit": limit,
                "accept_encoding": HEADERS.get("Accept-Encoding", "none"),
                "blueprint_tile_version_ttl_s": settings.server.tile_version_ttl,
                "blueprint_tile_cache_bytes": settings.server.tile_cache_bytes}
+    results = [seed_store(settings, version_id, name)]
     path = "/tiles/" + LAYER + "/{z}/{x}/{y}.pbf"
-    cold = Engine("blueprint", "api.asgi:app", {"DATABASE_URL": url, "BLUEPRINT_TILE_CACHE_BYTES": "0"}, path,
-                  cache="off")
-    cached = Engine("blueprint", "api.asgi:app", {"DATABASE_URL": url}, path, cache="warm")
+    no_store = {"DATABASE_URL": url, "BLUEPRINT_TILE_STORE": "false"}
+    cold = Engine("blueprint", "api.asgi:app", {**no_store, "BLUEPRINT_TILE_CACHE_BYTES": "0"}, path, cache="off")
+    cached = Engine("blueprint", "api.asgi:app", no_store, path, cache="warm")
+    stored = Engine("blueprint", "api.asgi:app",
+                    {"DATABASE_URL": url, "BLUEPRINT_TILE_STORE": "true", "BLUEPRINT_TILE_CACHE_BYTES": "0"}, path,
+                    cache="stored")
     tipg = Engine("tipg", "tipg.main:app",
                   {"DATABASE_URL": pg_url, "TIPG_DB_SCHEMAS": '["bench"]', "TIPG_DB_TABLES": '["bench.parcels"]',
                    "TIPG_MAX_FEATURES_PER_TILE": str(limit), "TIPG_DB_SPATIAL_EXTENT": "false",
                    "TIPG_DB_DATETIME_EXTENT": "false", "TIPG_CATALOG_TTL": "3600"},
                   "/collections/bench.parcels/tiles/WebMercatorQuad/{z}/{x}/{y}", cache="none (tipg has no tile cache)")
-    engines = [cold, cached, tipg]
-    results = []
+    engines = [cold, cached, stored, tipg]
     print(f"{'engine':10} {'tile cache':>13} {'zoom':>4} {'mode':>12} {'req':>5} {'p50 ms':>8} {'p95 ms':>8} "
           f"{'p99 ms':>8} {'tiles/s':>8} {'KB/tile':>8} {'feat/tile':>9}", flush=True)
 
     def record(engine: Engine, cache: str, z: int, mode: str, clients: int, stats: dict, feats: float) -> None:
-        results.append({"engine": engine.name, "tile_cache": cache, "dataset": dataset["name"], "zoom": z,
+        results.append({"engine": engine.name, "tile_cache": cache, "dataset": name, "zoom": z,
                         "mode": mode, "clients": clients, **stats, "mean_features": feats})
         print(f"{engine.name:10} {cache.split(' (')[0]:>13} {z:>4} {mode:>12} {stats['requests']:>5} "
               f"{stats['p50_ms']:>8.2f} {stats['p95_ms']:>8.2f} {stats['p99_ms']:>8.2f} "
@@ -322,14 +342,15 @@ def main(argv: list[str] | None = None) -> int:
         for engine in engines:
             stack.enter_context(engine)
         # Warm-up (PostgreSQL's buffers, prepared statements, pools, tipg's catalogue): every measured tile
-        # once through the uncached servers, other tiles through the cached one.
-        for engine, warm_tiles in ((cold, tiles), (tipg, tiles), (cached, others)):
+        # once through the servers that keep nothing in memory, other tiles through the memory-cached one.
+        for engine, warm_tiles in ((cold, tiles), (stored, tiles), (tipg, tiles), (cached, others)):
             for z in ZOOMS:
                 if warm_tiles[z]:  # low zooms may have no tile left over for the cached server
                     run_phase(engine, warm_tiles[z], clients=1, rounds=1, seconds=PHASE_SECONDS)
         for z in ZOOMS:
             feats = {engine.cache: features_per_tile(engine, tiles[z]) for engine in (cold, tipg)}
-            feats[cached.cache] = feats[cold.cache]  # same server code; asking it here would fill its cache
+            # Same server code; asking the others here would fill the memory cache.
+            feats[cached.cache] = feats[stored.cache] = feats[cold.cache]
             stats = run_phase(cached, tiles[z], clients=1, rounds=1, seconds=PHASE_SECONDS)
             record(cached, "first request", z, "sequential", 1, stats, feats[cached.cache])
             for mode, clients in (("sequential", 1), (f"concurrent{CLIENTS}", CLIENTS)):
@@ -343,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                     and r["zoom"] == z and r["mode"] == mode)
 
     ratios: dict = {}
-    for label, ours_engine in (("", cold), ("warm_", cached)):
+    for label, ours_engine in (("", cold), ("stored_", stored), ("warm_", cached)):
         for mode in ("sequential", f"concurrent{CLIENTS}"):
             ours = [pick(ours_engine, z, mode)["requests_per_s"] for z in ZOOMS]
             theirs = [pick(tipg, z, mode)["requests_per_s"] for z in ZOOMS]
@@ -352,24 +373,25 @@ def main(argv: list[str] | None = None) -> int:
             ratios[f"throughput_{label}{mode}_geomean"] = round(
                 math.prod(a / b for a, b in zip(ours, theirs, strict=True)) ** (1 / len(ZOOMS)), 2)
     ratios["p50_z14_ms"] = {"blueprint": pick(cold, 14, "sequential")["p50_ms"],
+                            "blueprint_stored": pick(stored, 14, "sequential")["p50_ms"],
                             "blueprint_first_request": pick(cached, 14, "sequential", "first request")["p50_ms"],
                             "blueprint_warm": pick(cached, 14, "sequential")["p50_ms"],
                             "tipg": pick(tipg, 14, "sequential")["p50_ms"]}
-    out = {"benchmark": "tiles", "dataset": dataset, "results": results, "ratios": ratios,
-           "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                       "load_average_before": [round(v, 2) for v in load_before],
-                       "load_average_after": [round(v, 2) for v in os.getloadavg()]},
-           "notes": "loopback HTTP/1.1 keep-alive; every engine one uvicorn worker on TCP to the same PostgreSQL; "
-                    "blueprint simplifies to 1/4 px and clips in the storage CRS, tipg orders by id. tile_cache: "
-                    "'off' = blueprint with its tile cache off, every request builds the tile (cold; like-for-like "
-                    "with tipg: throughput_sequential/concurrent4 ratios, p50_z14_ms.blueprint); 'first request' = "
-                    "each tile's first request to the cached server; 'warm' = served from blueprint's tile cache "
-                    "(throughput_warm_* ratios; tipg has no tile cache and builds every tile). PostgreSQL buffers "
-                    "are warm for all."}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    notes = ("loopback HTTP/1.1 keep-alive; every engine one uvicorn worker on TCP to the same PostgreSQL; "
+             "blueprint simplifies to 1/4 px and clips in the storage CRS, tipg orders by id. tile_cache: "
+             "'seed' = the tile store filled for the measured zooms, as `blueprint tiles seed` does (timed); "
+             "'off' = blueprint with memory cache and tile store off, every request builds the tile "
+             "(like-for-like with tipg: throughput_sequential/concurrent4 ratios, p50_z14_ms.blueprint); "
+             "'stored' = a fresh blueprint server, memory cache off, every request read from the seeded store "
+             "(a user's first view of a tile after a seed or a restart: throughput_stored_* ratios, "
+             "p50_z14_ms.blueprint_stored); 'first request' = each tile's first request to a server with the "
+             "memory cache on and the store off (built); 'warm' = served from that server's memory "
+             "(throughput_warm_* ratios; tipg has no tile cache and builds every tile). PostgreSQL buffers "
+             "are warm for all.")
+    out = write_results("tiles", dataset=dataset, results=results, ratios=ratios, path=args.out,
+                        load_average_before=[round(v, 2) for v in load_before], notes=notes)
     print("ratios (blueprint / tipg):", json.dumps(ratios))
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return 0
 
 

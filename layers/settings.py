@@ -66,7 +66,10 @@ class ServerSettings(BaseSettings):
     max_site_vertices: int = 10_000
     tile_feature_limit: int = 20_000
     tile_cache_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
-    """Memory for built tiles, per worker process (0: build every tile on each request)."""
+    """Memory for built tiles, per worker process (0: keep none in memory)."""
+    tile_store: bool = True
+    """Read tiles from, and write built tiles to, the database's tile store (false: build every tile the
+    memory cache does not hold)."""
     tile_version_ttl: float = Field(default=1.0, ge=0.0, le=5.0)
     """Seconds a layer's current version is remembered by the tile endpoint (0: look it up for every tile).
     A newly loaded version shows in tiles at most this long after it is switched in."""

@@ -1,9 +1,10 @@
-"""Built vector tiles kept in memory, and each layer's current version remembered for a moment.
+"""Vector tiles kept in memory, and each layer's current version remembered for a moment.
 
 :class:`TileCache` keeps tiles by ``(layer version id, z, x, y)``. A loaded version never changes, so
 an entry never goes stale: a new version has new keys and the old version's tiles age out of the LRU.
-It is bounded by bytes (``BLUEPRINT_TILE_CACHE_BYTES``, per worker process). A tile's gzip form is
-made the first time a client asks for it and kept beside the plain bytes.
+It is bounded by bytes (``BLUEPRINT_TILE_CACHE_BYTES``, per worker process). A tile comes either built
+(plain MVT bytes) or from the tile store (gzip bytes, :mod:`viewer.tile_store`); the other form is made
+the first time a client asks for it and kept beside the first.
 
 :class:`CurrentVersions` remembers each layer's current version for ``BLUEPRINT_TILE_VERSION_TTL``
 seconds (at most a few), so a cached tile costs no database round trip. A newly loaded version is
@@ -18,31 +19,37 @@ ask for it together; it must be called from one event loop (the application's).
 from __future__ import annotations
 
 import asyncio
-import gzip
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from cachetools import LRUCache, TTLCache
 
-TileKey = tuple[int, int, int, int]
-"""(layer version id, z, x, y)."""
-GZIP_LEVEL = 1
-"""zlib level 1: an MVT shrinks to ~63 % (level 6: ~60 %) in half the time, and the first request of a tile waits."""
+from viewer.tile_store import TileKey, gunzip_tile, gzip_tile
+
 ENTRY_OVERHEAD = 256
 """Bytes counted per entry beyond its data (key, objects), so empty tiles count towards the bound too."""
 
 
 @dataclass(frozen=True)
 class Tile:
-    """One built tile: its MVT bytes (empty when no feature shows) and, once asked for, their gzip form."""
+    """One tile: its MVT bytes, their gzip form, or both (at least one; empty bytes when no feature shows)."""
 
-    data: bytes
+    data: bytes | None = None
     gzipped: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if self.data is None and self.gzipped is None:
+            raise ValueError("a tile needs its MVT bytes or their gzip form")
+
+    @property
+    def empty(self) -> bool:
+        """No feature shows (nothing to send)."""
+        return not (self.data or self.gzipped)
 
     @property
     def nbytes(self) -> int:
-        return ENTRY_OVERHEAD + len(self.data) + len(self.gzipped or b"")
+        return ENTRY_OVERHEAD + len(self.data or b"") + len(self.gzipped or b"")
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,7 @@ class TileCache:
     >>> cache.put((7, 14, 13530, 6358), Tile(b"\\x1a\\x00"))
     >>> cache.get((7, 14, 13530, 6358)).data
     b'\\x1a\\x00'
-    >>> len(cache.gzipped((7, 14, 13530, 6358), cache.get((7, 14, 13530, 6358)))) > 0
+    >>> len(cache.encoded((7, 14, 13530, 6358), cache.get((7, 14, 13530, 6358)), gzipped=True)) > 0
     True
     """
 
@@ -92,14 +99,17 @@ class TileCache:
         with self._lock:
             self._tiles[key] = tile
 
-    def gzipped(self, key: TileKey, tile: Tile) -> bytes:
-        """The tile's gzip bytes, compressed and kept on first use."""
-        if tile.gzipped is None:
-            tile = replace(tile, gzipped=gzip.compress(tile.data, compresslevel=GZIP_LEVEL, mtime=0))
+    def encoded(self, key: TileKey, tile: Tile, *, gzipped: bool) -> bytes:
+        """The tile's gzip or plain bytes; the form it lacks is made from the other on first use and kept."""
+        if gzipped and tile.gzipped is None:
+            tile = replace(tile, gzipped=gzip_tile(tile.data))
             self.put(key, tile)
-        return tile.gzipped
+        elif not gzipped and tile.data is None:
+            tile = replace(tile, data=gunzip_tile(tile.gzipped))
+            self.put(key, tile)
+        return tile.gzipped if gzipped else tile.data
 
-    async def get_or_build(self, key: TileKey, build: Callable[[], Awaitable[bytes]]) -> Tile:
+    async def get_or_build(self, key: TileKey, build: Callable[[], Awaitable[Tile]]) -> Tile:
         """The cached tile, or ``await build()`` kept; requests for a tile being built wait for that build."""
         while True:
             tile = self.get(key)
@@ -117,7 +127,7 @@ class TileCache:
         future: asyncio.Future[Tile] = asyncio.get_running_loop().create_future()
         self._building[key] = future
         try:
-            tile = Tile(await build())
+            tile = await build()
         except asyncio.CancelledError:
             future.cancel()
             raise

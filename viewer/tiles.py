@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import sqlalchemy as sa
+import psycopg
 from pyproj import CRS
 
 from layers.catalogue import Minor
@@ -30,6 +30,8 @@ EXTENT = 4096
 BUFFER = 64
 """Tile units kept beyond each edge so strokes do not show seams."""
 MAX_ZOOM = 22
+TILE_REVISION = 1
+"""Bump when the tile encoding changes: clients' cached tiles (ETag) and stored tiles are not reused."""
 AFFINE_MAX_ERROR = 2.0
 """Largest deviation (tile units; 1/8 of a pixel on a 256 px tile) accepted from the affine map."""
 SIMPLIFY = 4.0
@@ -218,12 +220,18 @@ def tile_query(minor: Minor, *, version_id: int, z: int, x: int, y: int, srid: i
             tile_params(minor, plan, srid=srid, limit=limit, extra=extra))
 
 
-def build_tile(conn, minor: Minor, *, version_id: int, z: int, x: int, y: int, srid: int, limit: int,
-               extra: list[str] | None = None) -> bytes:
+def extra_attributes(report_value: object) -> list[str] | None:
+    """The attributes a version keeps beyond the catalogue, from its load report (None: not recorded)."""
+    if isinstance(report_value, list) and all(isinstance(k, str) for k in report_value):
+        return report_value
+    return None
+
+
+def build_tile(conn: psycopg.Connection, minor: Minor, *, version_id: int, z: int, x: int, y: int, srid: int,
+               limit: int, extra: list[str] | None = None) -> bytes:
     """The MVT bytes of one tile of one layer version (empty bytes when no feature shows).
 
-    ``conn`` is a psycopg connection or an SQLAlchemy connection. The HTTP endpoint runs the same
-    :func:`tile_query` on an asynchronous pool.
+    The HTTP endpoint runs the same :func:`tile_query` on an asynchronous pool; this is the seeder's.
 
     Examples
     --------
@@ -233,7 +241,5 @@ def build_tile(conn, minor: Minor, *, version_id: int, z: int, x: int, y: int, s
     query = tile_query(minor, version_id=version_id, z=z, x=x, y=y, srid=srid, limit=limit, extra=extra)
     if query is None:
         return b""
-    if isinstance(conn, sa.Connection):
-        conn = conn.connection.driver_connection
     row = conn.execute(*query, binary=True).fetchone()  # the bytea as is, not hex-encoded
     return bytes(row[0]) if row and row[0] is not None else b""

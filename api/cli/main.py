@@ -7,10 +7,10 @@ import os
 import sys
 import traceback
 
-from api.cli import catalogue_cmd, conflicts_cmd, db_cmd, demo_cmd, layers_cmd, serve_cmd, site_cmd
+from api.cli import catalogue_cmd, conflicts_cmd, db_cmd, demo_cmd, layers_cmd, serve_cmd, site_cmd, tiles_cmd
 from layers.errors import BlueprintError
 
-COMMAND_GROUPS = (db_cmd, catalogue_cmd, layers_cmd, demo_cmd, conflicts_cmd, site_cmd, serve_cmd)
+COMMAND_GROUPS = (db_cmd, catalogue_cmd, layers_cmd, demo_cmd, conflicts_cmd, site_cmd, tiles_cmd, serve_cmd)
 
 
 class OneLineParser(argparse.ArgumentParser):

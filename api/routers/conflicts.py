@@ -12,7 +12,6 @@ Geometries are GeoJSON in EPSG:4326 (RFC 7946) unless ``crs`` names another CRS.
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Annotated
 
@@ -21,10 +20,12 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict
 
 from api.deps import ConnDep, EngineDep, SettingsDep
+from api.params import parse_bbox
 from layers.errors import InvalidInput, NotFound
 from spatial.conflicts import lifecycle
-from spatial.conflicts.register import Filters, get_conflict, get_run, list_conflicts, list_runs
-from spatial.conflicts.rules import SEVERITIES, RuleSet, load_rules
+from spatial.conflicts.query import checked_filters, conflict_detail
+from spatial.conflicts.register import get_run, list_conflicts, list_runs
+from spatial.conflicts.rules import load_rules
 from spatial.conflicts.run import run_conflicts
 
 router = APIRouter(prefix="/api/v1/conflicts", tags=["conflicts"])
@@ -60,9 +61,8 @@ def conflicts(
 ) -> dict:
     """One page of the conflict register (closed conflicts only with ``status=closed``)."""
     rules = load_rules()
-    filters = Filters(rule=_rule(type, rules), severity=_one_of("severity", severity, SEVERITIES),
-                      district=_district(conn, district), status=_one_of("status", status, lifecycle.STATUSES),
-                      bbox=_bbox(bbox), run_id=_run(conn, run))
+    filters = checked_filters(conn, rule=type, severity=severity, district=district, status=status,
+                              run_id=run, bbox=_bbox(bbox), rules=rules)
     items, total = list_conflicts(conn, filters, page=page, page_size=page_size, srid=_srid(conn, crs))
     names = {r.code: r for r in rules.rules}
     out = []
@@ -100,7 +100,7 @@ def run_detail(run_id: int, conn: ConnDep) -> dict:
 @router.get("/{conflict_id}")
 def conflict(conflict_id: int, conn: ConnDep, crs: CrsQuery = None) -> dict:
     """One conflict with both features' attributes, the rule's advice and its event history."""
-    return _detail(conn, conflict_id, _srid(conn, crs))
+    return conflict_detail(conn, conflict_id, srid=_srid(conn, crs))
 
 
 @router.post("/{conflict_id}/status")
@@ -112,73 +112,13 @@ def change_status(conflict_id: int, change: StatusChange, engine: EngineDep) -> 
         event = lifecycle.set_status(conn, conflict_id, change.status, adjusted_plan=change.adjusted_plan,
                                      note=change.note, by=change.by)
     with engine.connect() as conn:
-        return {**_detail(conn, conflict_id, 4326), "event": event}
+        return {**conflict_detail(conn, conflict_id), "event": event}
 
 
-def _detail(conn: sa.Connection, conflict_id: int, srid: int) -> dict:
-    item = get_conflict(conn, conflict_id, srid=srid)
-    if item is None:
-        raise NotFound(f"no conflict {conflict_id}")
-    rules = load_rules()
-    rule = next((r for r in rules.rules if r.code == item["rule"]), None)
-    if rule is not None:
-        item.update(name_zh=rule.name_zh, name_en=rule.name_en, operation=rule.operation,
-                    advice_zh=rule.advice_zh, advice_en=rule.advice_en, prevails=rule.prevails,
-                    prevailing_layer=rule.a.layer if rule.prevails == "a" else rule.b.layer)
-    item["events"] = lifecycle.history(conn, conflict_id)
-    return item
-
-
-# Filter checks: an unknown value is a 422, never an empty page ----------------------------------
-
-def _rule(code: str | None, rules: RuleSet) -> str | None:
-    if code is None:
-        return None
-    known = [r.code for r in rules.rules]
-    if code not in known:
-        raise InvalidInput(f"unknown conflict type {code!r}; known: {', '.join(known)}")
-    return code
-
-
-def _one_of(name: str, value: str | None, allowed) -> str | None:
-    if value is not None and value not in allowed:
-        raise InvalidInput(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
-    return value
-
-
-def _district(conn: sa.Connection, code: str | None) -> str | None:
-    if code is None:
-        return None
-    known = conn.execute(sa.text(
-        """
-        SELECT EXISTS (SELECT 1 FROM conflict WHERE district_code = :c)
-            OR EXISTS (SELECT 1 FROM feature f JOIN layer l ON l.current_version_id = f.version_id
-                       WHERE l.code = '1101' AND f.props->>'district_code' = :c)
-        """), {"c": code}).scalar_one()
-    if not known:
-        raise InvalidInput(f"unknown district {code!r}: not a district of layer 1101")
-    return code
-
+# Parameter checks (the filters' are spatial/conflicts/query.py): an unknown value is a 422 ---------
 
 def _bbox(text: str | None) -> tuple[float, float, float, float] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise InvalidInput("bbox must be four numbers: minx,miny,maxx,maxy (EPSG:4326)")
-    x0, y0, x1, y1 = values
-    if not (-180 <= x0 < x1 <= 180 and -90 <= y0 < y1 <= 90):
-        raise InvalidInput("bbox must be minx,miny,maxx,maxy in longitude/latitude with min < max")
-    return values
-
-
-def _run(conn: sa.Connection, run_id: int | None) -> int | None:
-    if run_id is not None and get_run(conn, run_id) is None:
-        raise InvalidInput(f"unknown conflict run {run_id}")
-    return run_id
+    return None if text is None else parse_bbox(text)
 
 
 _CRS = re.compile(r"^(?:EPSG:|urn:ogc:def:crs:EPSG::|https?://www\.opengis\.net/def/crs/EPSG/0/)?(\d{4,6})$",

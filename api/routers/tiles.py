@@ -5,8 +5,10 @@
 
 Tiles are served by an ``async`` endpoint on a pool of autocommit psycopg connections opened in this
 router's lifespan: no worker-thread hop, no BEGIN/ROLLBACK or ping round trips per tile, which matters
-when a tile itself takes a millisecond or two. Built tiles are kept in memory by (version, z, x, y)
-and each layer's current version is remembered for a second (:mod:`viewer.tile_cache`), so a tile
+when a tile itself takes a millisecond or two. A tile is looked for in memory (by version, z, x, y,
+:mod:`viewer.tile_cache`), then in the database's tile store (one primary-key look-up,
+:mod:`viewer.tile_store`, filled ahead by ``blueprint tiles seed``), and only then built, and the built
+tile is stored in the background. Each layer's current version is remembered for a second, so a tile
 asked for again costs no database round trip at all.
 """
 
@@ -27,17 +29,17 @@ from fastapi.responses import JSONResponse, Response
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from api.deps import CatalogueDep, ConnDep, SettingsDep
+from api.params import parse_bbox
 from layers.catalogue import Catalogue, Minor, load_catalogue
 from layers.db import database_url, libpq_url
 from layers.errors import DatabaseUnavailable, InvalidInput, NotFound
-from viewer.tile_cache import CurrentVersions, LayerVersion, TileCache
-from viewer.tiles import InvalidTile, check_address, tile_query
+from viewer.tile_cache import CurrentVersions, LayerVersion, Tile, TileCache
+from viewer.tile_store import WRITER_OPTIONS, BackgroundWrites, TileRecipe, read_tile
+from viewer.tiles import TILE_REVISION, InvalidTile, check_address, extra_attributes, tile_query
 
 log = logging.getLogger("blueprint.tiles")
 
 MVT = "application/vnd.mapbox-vector-tile"
-TILE_REVISION = 1
-"""Bump when the tile encoding changes so cached tiles are not reused."""
 POOL_SIZE = 8
 _INT = re.compile(r"^[0-9]{1,8}$")
 _VERSION_SQL = (
@@ -48,17 +50,23 @@ _VERSION_SQL = (
 
 @asynccontextmanager
 async def tile_pool(app: FastAPI) -> AsyncIterator[None]:
-    """Open the tile connection pool and the tile caches with the application, close them with it."""
+    """Open the tile connection pool, the tile caches and the store writer with the application, close them
+    with it (waiting for the store writes still running)."""
     server = app.state.settings.server
     pool = AsyncConnectionPool(libpq_url(database_url(app.state.settings)), min_size=1, max_size=POOL_SIZE,
-                               kwargs={"autocommit": True}, timeout=10, open=False, name="tiles")
+                               kwargs={"autocommit": True, "options": WRITER_OPTIONS}, timeout=10, open=False,
+                               name="tiles")
     await pool.open(wait=False)
     app.state.tile_pool = pool
     app.state.tile_cache = TileCache(server.tile_cache_bytes)
     app.state.tile_versions = CurrentVersions(server.tile_version_ttl)
+    app.state.tile_recipe = TileRecipe(TILE_REVISION, server.tile_feature_limit)
+    app.state.tile_writes = BackgroundWrites(pool, app.state.tile_recipe) if server.tile_store else None
     try:
         yield
     finally:
+        if app.state.tile_writes is not None:
+            await app.state.tile_writes.drain()
         await pool.close()
 
 
@@ -96,23 +104,30 @@ async def _current_version(request: Request, code: str, expected: int | None) ->
         row = await (await conn.execute(_VERSION_SQL, (code,))).fetchone()
     if row is None:
         raise NotFound(f"layer {code} has no loaded version")
-    extra = row[1] if isinstance(row[1], list) and all(isinstance(k, str) for k in row[1]) else None
-    version = LayerVersion(int(row[0]), extra)
+    version = LayerVersion(int(row[0]), extra_attributes(row[1]))
     versions.put(code, version)
     return version
 
 
-async def _build_tile(request: Request, minor: Minor, version: LayerVersion, z: int, x: int, y: int) -> bytes:
-    """The MVT bytes of one tile, built by PostGIS (empty when no feature shows)."""
-    settings = request.app.state.settings
+async def _load_tile(request: Request, minor: Minor, version: LayerVersion, z: int, x: int, y: int) -> Tile:
+    """One tile from the tile store, else built by PostGIS (and then stored in the background)."""
+    state = request.app.state
+    key = (version.id, z, x, y)
     query = tile_query(minor, version_id=version.id, z=z, x=x, y=y, extra=version.extra,
-                       srid=settings.storage.storage_srid, limit=settings.server.tile_feature_limit)
-    if query is None:
-        return b""
+                       srid=state.settings.storage.storage_srid, limit=state.tile_recipe.feature_limit)
+    if query is None:  # outside the storage CRS's area: nothing can be there, nothing to store
+        return Tile(b"")
     async with _tile_connection(request) as conn:
+        if state.tile_writes is not None:
+            stored = await read_tile(conn, key, state.tile_recipe)
+            if stored is not None:
+                return Tile(gzipped=stored)
         # Binary results: the bytea comes as is, not hex-encoded by PostgreSQL and decoded here.
         row = await (await conn.execute(*query, binary=True)).fetchone()
-    return bytes(row[0]) if row and row[0] is not None else b""
+    data = bytes(row[0]) if row and row[0] is not None else b""
+    if state.tile_writes is not None:
+        state.tile_writes.submit(key, data)
+    return Tile(data)
 
 
 def _etag_matches(if_none_match: str, etag: str) -> bool:
@@ -179,12 +194,13 @@ async def tile(request: Request) -> Response:
         return Response(status_code=304, headers=headers)
     cache: TileCache = request.app.state.tile_cache
     key = (version.id, zi, xi, yi)
-    built = await cache.get_or_build(key, partial(_build_tile, request, minor, version, zi, xi, yi))
-    if not built.data:
+    found = await cache.get_or_build(key, partial(_load_tile, request, minor, version, zi, xi, yi))
+    if found.empty:
         return Response(status_code=204, headers=headers)
+    body = cache.encoded(key, found, gzipped=use_gzip)
     if use_gzip:
-        return Response(cache.gzipped(key, built), media_type=MVT, headers={**headers, "Content-Encoding": "gzip"})
-    return Response(built.data, media_type=MVT, headers=headers)
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, media_type=MVT, headers=headers)
 
 
 router.add_route("/tiles/{layer}/{z}/{x}/{y}.pbf", tile, methods=["GET"], include_in_schema=False)
@@ -197,16 +213,6 @@ def _parse_fids(text: str) -> list[int]:
     if len(parts) > 1000:
         raise InvalidInput("at most 1000 fids per request")
     return [int(p) for p in parts]
-
-
-def _parse_bbox(text: str) -> tuple[float, float, float, float]:
-    try:
-        x0, y0, x1, y1 = (float(p) for p in text.split(","))
-    except ValueError:
-        raise InvalidInput("bbox must be minlon,minlat,maxlon,maxlat (EPSG:4326)") from None
-    if not (-180 <= x0 < x1 <= 180 and -90 <= y0 < y1 <= 90):
-        raise InvalidInput("bbox must be minlon,minlat,maxlon,maxlat with min < max, in degrees")
-    return x0, y0, x1, y1
 
 
 @router.get("/api/v1/layers/{code}/features")
@@ -248,7 +254,7 @@ def layer_features(
         params["fids"] = _parse_fids(fid)
         where = "AND fid = ANY(:fids)"
     elif bbox is not None:
-        params.update(zip(("x0", "y0", "x1", "y1"), _parse_bbox(bbox), strict=True))
+        params.update(zip(("x0", "y0", "x1", "y1"), parse_bbox(bbox), strict=True))
         where = "AND geom && ST_Transform(ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326), :srid)"
     geom_sql = "ST_AsGeoJSON(ST_Transform(geom, 4326), 7)" if geometry else "NULL"
     rows = conn.execute(sa.text(

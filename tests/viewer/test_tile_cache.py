@@ -18,6 +18,7 @@ from layers.ingest import load_frame
 from tests.viewer.conftest import X0, Y0, box, run_server
 from tests.viewer.test_tiles import expected, tile_of
 from viewer.tile_cache import ENTRY_OVERHEAD, Tile, TileCache
+from viewer.tile_store import gzip_tile
 
 PLAIN = {"Accept-Encoding": "identity"}
 GZIP = {"Accept-Encoding": "gzip"}
@@ -53,7 +54,11 @@ def tile_url(server, layer: str, z: int, x: int, y: int) -> str:
 
 
 def pool_requests(server) -> int:
-    """How many connections the tile endpoint has asked its pool for so far."""
+    """How many connections the tile endpoint has asked its pool for so far, once the tile store writes of
+    earlier requests (in the background) are done."""
+    deadline = time.monotonic() + 5
+    while server.app.state.tile_writes.pending and time.monotonic() < deadline:
+        time.sleep(0.01)
     return server.app.state.tile_pool.get_stats().get("requests_num", 0)
 
 
@@ -201,21 +206,33 @@ def test_lru_order_and_bound_in_memory():
     cache.put((1, 0, 0, 4), Tile(bytes(10_000)))  # larger than the whole cache: not kept, nothing evicted
     assert cache.get((1, 0, 0, 4)) is None and len(cache) == 3
     # Adding the gzip form counts against the bound as well.
-    cache.gzipped((1, 0, 0, 0), cache.get((1, 0, 0, 0)))
+    cache.encoded((1, 0, 0, 0), cache.get((1, 0, 0, 0)), gzipped=True)
     assert cache.get((1, 0, 0, 0)).gzipped is not None and cache.nbytes <= cache.max_bytes and len(cache) == 2
     off = TileCache(max_bytes=0)
     off.put((1, 0, 0, 0), Tile(b""))
     assert off.get((1, 0, 0, 0)) is None and off.nbytes == 0
 
 
+def test_a_stored_tile_is_unzipped_once_for_a_client_without_gzip():
+    cache = TileCache(max_bytes=1 << 20)
+    stored = Tile(gzipped=gzip_tile(b"\x1a\x05mvt"))
+    cache.put((1, 0, 0, 0), stored)
+    assert cache.encoded((1, 0, 0, 0), stored, gzipped=False) == b"\x1a\x05mvt"
+    kept = cache.get((1, 0, 0, 0))
+    assert kept.data == b"\x1a\x05mvt" and kept.gzipped == stored.gzipped
+    assert Tile(gzipped=b"").empty and Tile(b"").empty and not stored.empty
+    with pytest.raises(ValueError, match="needs its MVT bytes"):
+        Tile()
+
+
 def test_concurrent_requests_for_a_missing_tile_build_it_once():
     cache = TileCache(max_bytes=1 << 20)
     builds = []
 
-    async def build() -> bytes:
+    async def build() -> Tile:
         builds.append(1)
         await asyncio.sleep(0.05)
-        return b"mvt"
+        return Tile(b"mvt")
 
     async def many():
         return await asyncio.gather(*(cache.get_or_build((1, 2, 3, 4), build) for _ in range(8)))
@@ -227,7 +244,7 @@ def test_concurrent_requests_for_a_missing_tile_build_it_once():
 def test_a_failed_build_reaches_every_waiter_and_is_not_cached():
     cache = TileCache(max_bytes=1 << 20)
 
-    async def build() -> bytes:
+    async def build() -> Tile:
         await asyncio.sleep(0.02)
         raise RuntimeError("database gone")
 

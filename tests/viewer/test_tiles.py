@@ -15,8 +15,8 @@ from pyproj import Transformer
 from layers.catalogue import load_catalogue
 from layers.db import make_engine
 from layers.ingest import load_frame
-from tests.viewer.conftest import X0, Y0, box
-from viewer.tiles import AFFINE_MAX_ERROR, BUFFER, EXTENT, build_tile, tile_plan
+from tests.viewer.conftest import X0, Y0, box, run_server
+from viewer.tiles import AFFINE_MAX_ERROR, BUFFER, EXTENT, tile_plan
 
 HALF = 20037508.342789244
 TO_MERC = Transformer.from_crs(4548, 3857, always_xy=True)
@@ -111,20 +111,19 @@ def test_lines_and_points_keep_their_type(server, city):
             assert got[fid].hausdorff_distance(geom) <= 1.5  # snapped to the integer grid
 
 
-def test_feature_cap(server, city):
-    minor = load_catalogue().minor("2301")
+@pytest.fixture(scope="module")
+def capped_server(city, viewer_settings):  # noqa: ARG001 - data first
+    """A server that puts at most two features in a tile."""
+    server_settings = viewer_settings.server.model_copy(update={"tile_feature_limit": 2})
+    yield from run_server(viewer_settings.model_copy(update={"server": server_settings}))
+
+
+def test_feature_cap(server, capped_server):
     x, y = tile_of(X0 + 5_000, Y0, 9)
-    engine = make_engine(server.settings)
-    try:
-        with engine.connect() as conn:
-            full = decode(build_tile(conn, minor, version_id=city.versions["2301"], z=9, x=x, y=y,
-                                     srid=4548, limit=100), "2301")
-            capped = decode(build_tile(conn, minor, version_id=city.versions["2301"], z=9, x=x, y=y,
-                                       srid=4548, limit=2), "2301")
-    finally:
-        engine.dispose()
+    full = decode(get_tile(server, "2301", 9, x, y).content, "2301")
+    capped = decode(get_tile(capped_server, "2301", 9, x, y).content, "2301")
     assert len(full) == 3
-    assert len(capped) == 2
+    assert len(capped) == 2 and {f["id"] for f in capped} < {f["id"] for f in full}
 
 
 def test_tile_with_nothing_is_204(server):
@@ -251,6 +250,8 @@ def test_features_by_fid_and_bbox(server, city):
     ({"lon": 117.0, "lat": 36.6, "fid": "1"}, 422),
     ({"fid": "1,x"}, 422),
     ({"bbox": "1,2,3"}, 422),
+    ({"bbox": "1,2,3,4,5"}, 422),
+    ({"bbox": "nan,36,117.0,37"}, 422),
     ({"bbox": "117.1,36,117.0,37"}, 422),
     ({"lon": 500, "lat": 36}, 422),
     ({"limit": 0}, 422),
