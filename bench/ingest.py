@@ -22,7 +22,9 @@ Every engine loads into the same server; each run's rows are checked afterwards 
 area against shapely's). Before each run, off the clock: earlier loads are dropped, a CHECKPOINT
 and Python's garbage collector run, and the machine gets a second to settle. Rounds interleave
 the engines, in an order rotated each round. Results go to
-``bench/results/ingest.json``; ``profile`` there splits one blueprint load into its stages.
+``bench/results/ingest.json``; ``profile`` there splits one blueprint load into its stages, and
+``machine_speed`` compares the peers' rates here with the issue's figures for them (to_postgis
+~22k, GDAL COPY ~80k rows/s), to read the 150k target on a slower or faster machine.
 """
 
 from __future__ import annotations
@@ -188,6 +190,22 @@ def check_loaded(engine: sa.Engine, engine_name: str, expected_rows: int, expect
                            f"of {expected_area}")
 
 
+# The issue's figures for the peers "on a machine like ours" (rows/s).
+REFERENCE_ROWS_PER_S = {("to_postgis", "geodataframe"): 22_000, ("pgdump", "geodataframe"): 80_000,
+                        ("ogr2ogr", "geopackage"): 80_000}
+
+
+def machine_speed(by_key: dict) -> dict | None:
+    """How fast this machine is next to the issue's reference: the geometric mean, over the peers
+    measured here, of their rows/s over the issue's figure for them."""
+    peers = {f"{engine}[{source}]": by_key[(engine, source)]["rows_per_s"] / reference
+             for (engine, source), reference in REFERENCE_ROWS_PER_S.items() if (engine, source) in by_key}
+    if not peers:
+        return None
+    return {"factor": round(float(np.exp(np.mean(np.log(list(peers.values()))))), 3),
+            "peers": {name: round(value, 3) for name, value in peers.items()}}
+
+
 # --- profile ------------------------------------------------------------------------------------
 
 def profile(engine: sa.Engine, settings, parquet: Path, repeat: int) -> dict:
@@ -331,8 +349,12 @@ def main(argv: list[str] | None = None) -> int:
     best = max(r["rows_per_s"] for r in results if r["engine"] == "blueprint")
     print(f"target {TARGET_ROWS_PER_S:,} rows/s: best blueprint {best:,.0f} rows/s "
           f"({'met' if best >= TARGET_ROWS_PER_S else 'not met'} on this machine)")
-
-    extra = {"target_rows_per_s": TARGET_ROWS_PER_S, "repeat": args.repeat}
+    speed = machine_speed(by_key)
+    extra = {"target_rows_per_s": TARGET_ROWS_PER_S, "repeat": args.repeat, "machine_speed": speed}
+    if speed:
+        print(f"this machine runs the peers at {speed['factor']:.2f}x the issue's reference machine "
+              f"({', '.join(f'{k} {v:.2f}x' for k, v in speed['peers'].items())}); the target scaled "
+              f"to it: {TARGET_ROWS_PER_S * speed['factor']:,.0f} rows/s")
     if not args.no_profile:
         extra["profile"] = profile(engine, settings, parquet, args.repeat)
         print("\nprofile of one blueprint load from GeoParquet (median s):")
