@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,6 +22,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine = make_engine(settings)
+        # Everything loaded so far (modules, the catalogue) lives as long as the process: moved out
+        # of the collector's view, it no longer makes each full collection a 50–120 ms pause in the
+        # middle of a request (measured with gc.callbacks under bench/site.py).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
