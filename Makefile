@@ -16,7 +16,7 @@ demo: install
 	$(BP) synthesize
 	for zone in DZ-01 DZ-02 DZ-03 DZ-04; do $(BP) assess $$zone || exit 1; done
 	@echo "seeding the map's tiles in the background while the server starts (log: .blueprint/tiles-seed.log)"
-	$(BP) tiles seed > .blueprint/tiles-seed.log 2>&1 & $(BP) serve
+	mkdir -p .blueprint; $(BP) tiles seed > .blueprint/tiles-seed.log 2>&1 & $(BP) serve
 
 test: install lint
 	$(BP) catalogue validate

@@ -69,6 +69,7 @@ from layers.ingest.prepare import (  # noqa: E402
     check_attributes,
     check_geometries,
     feature_ids,
+    prepare_features,
     to_storage_crs,
 )
 from layers.ingest.sources import open_source, read_source  # noqa: E402
@@ -165,10 +166,7 @@ def run_pgdump(conninfo: str, frame: gpd.GeoDataFrame) -> None:
 
 def write_unvalidated(engine: sa.Engine, frame: gpd.GeoDataFrame, minor) -> None:
     """blueprint's writer without the validity check: the binary COPY floor of this machine."""
-    report = PrepareReport()
-    fids = feature_ids(frame)
-    geoms = check_geometries(frame, minor=minor, fids=fids, report=report)
-    attributes = check_attributes(frame, minor=minor, fids=fids, report=report)
+    fids, geoms, attributes = prepare_features(frame, minor=minor, report=PrepareReport())
     new = NewVersion(layer_code=LAYER, source_name="bench", source_checksum="bench", source_crs="EPSG:4548",
                      srid=SRID, valid_from=None, report={}, coverage_wkb=None)
     with db.autocommit_connection(engine) as conn:
@@ -248,10 +246,9 @@ def profile(engine: sa.Engine, settings, parquet: Path, repeat: int) -> dict:
     floor: dict[str, float] = {}
     geoms_all = np.asarray(frame.geometry.values)
     wkb_all = shapely.to_wkb(geoms_all, byte_order=1)
-    fids_all = feature_ids(frame)
     for name, fn in {"shapely_is_valid_1_thread": lambda: shapely.is_valid(geoms_all),
                      "star_shaped_proof": lambda: star_shaped_rings(geoms_all),
-                     "copy_rows": lambda: copy_rows(1, fids_all, attributes, geoms_all),
+                     "copy_rows": lambda: copy_rows(1, fids, attributes, geoms_all),
                      "shapely_to_wkb": lambda: shapely.to_wkb(geoms_all, byte_order=1),
                      "shapely_from_wkb": lambda: shapely.from_wkb(wkb_all)}.items():
         runs = []

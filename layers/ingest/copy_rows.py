@@ -13,7 +13,8 @@ the GIL, a third of a whole load. Here every piece is a whole-chunk array:
 - Arrow's ``binary_join_element_wise`` interleaves the fixed-width row heads, the JSON pieces and
   the WKB into one contiguous buffer, without the GIL.
 
-About 0.06 s per 100,000 40-vertex polygons. ``tests/layers/test_ingest_speed.py`` checks the
+0.13–0.18 s per 100,000 40-vertex polygons on our 2-core VM (``bench/ingest.py`` profile,
+``copy_rows``). ``tests/layers/test_ingest_speed.py`` checks the
 layout field by field and the round trip through PostGIS.
 """
 

@@ -21,10 +21,8 @@ from layers.errors import InvalidInput
 from layers.ingest.prepare import (
     GeometryRepair,
     PrepareReport,
-    check_attributes,
-    check_geometries,
-    feature_ids,
     parse_crs,
+    prepare_features,
     to_storage_crs,
 )
 from layers.ingest.sources import file_sha256, open_raster_source, open_source, read_source
@@ -139,10 +137,8 @@ def load_frame(engine: Engine, settings: Settings, frame: gpd.GeoDataFrame, *, m
     report = PrepareReport()
     srid = settings.storage.storage_srid
     frame = to_storage_crs(frame, srid=srid, crs_override=crs, report=report)
-    fids = feature_ids(frame)
     # Validity and repair run during the write, beside the COPY (see write_version).
-    geoms = check_geometries(frame, minor=minor, fids=fids, report=report)
-    attributes = check_attributes(frame, minor=minor, fids=fids, report=report)
+    fids, geoms, attributes = prepare_features(frame, minor=minor, report=report)
     timings["prepare"] = time.perf_counter() - started
     if progress:
         progress("prepare", len(frame), len(frame))

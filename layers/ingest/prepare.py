@@ -70,6 +70,15 @@ def to_storage_crs(frame: gpd.GeoDataFrame, *, srid: int, crs_override: str | No
     return out
 
 
+def prepare_features(frame: gpd.GeoDataFrame, *, minor: Minor,
+                     report: PrepareReport) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """``(fids, geoms, attributes)`` of a frame already in the storage CRS: ids, the cheap geometry
+    checks and the attribute schema (validity runs later, beside the COPY)."""
+    fids = feature_ids(frame)
+    geoms = check_geometries(frame, minor=minor, fids=fids, report=report)
+    return fids, geoms, check_attributes(frame, minor=minor, fids=fids, report=report)
+
+
 def check_geometries(frame: gpd.GeoDataFrame, *, minor: Minor, fids: np.ndarray,
                      report: PrepareReport) -> np.ndarray:
     """Check and repair geometries; return the geometry array to store.

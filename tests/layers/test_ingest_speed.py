@@ -27,9 +27,8 @@ from layers.ingest.copy_rows import copy_rows, json_values, wkb_array
 from layers.ingest.prepare import (
     GeometryRepair,
     PrepareReport,
-    check_attributes,
     check_geometries,
-    feature_ids,
+    prepare_features,
 )
 from tests.specimens import BOWTIE, X0, Y0, star_polygons
 
@@ -143,9 +142,7 @@ def write_prepared(engine, frame: gpd.GeoDataFrame) -> tuple[int, PrepareReport]
     """The writer on its own: cheap checks here, validity and repair beside the COPY."""
     minor = load_catalogue().minor("2301")
     report = PrepareReport()
-    fids = feature_ids(frame)
-    geoms = check_geometries(frame, minor=minor, fids=fids, report=report)
-    attributes = check_attributes(frame, minor=minor, fids=fids, report=report)
+    fids, geoms, attributes = prepare_features(frame, minor=minor, report=report)
     new = write.NewVersion(layer_code="2301", source_name="t", source_checksum="t", source_crs="EPSG:4548",
                            srid=4548, valid_from=None, report={"repaired": report.repaired}, coverage_wkb=None)
     repair = GeometryRepair(minor=minor, report=report)
