@@ -149,5 +149,6 @@ def fresh_database(settings: Settings) -> Engine:
     migrate(settings, url)
     return make_engine(settings)
 
+
 def storage_srid(conn: sa.Connection) -> int:
     return conn.execute(sa.text("select storage_srid from deployment")).scalar_one()

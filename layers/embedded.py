@@ -148,8 +148,8 @@ def _check_reachable(path: Path, user: pwd.struct_passwd) -> None:
     """The server user must be able to enter every folder above its data (a checkout under /root,
     mode 0700, cannot be): say so in one line instead of letting initdb fail obscurely."""
     for folder in (path, *path.parents):
-        mode, uid, gid = folder.stat().st_mode, folder.stat().st_uid, folder.stat().st_gid
-        if uid == user.pw_uid or mode & 0o001 or (gid == user.pw_gid and mode & 0o010):
+        st = folder.stat()
+        if st.st_uid == user.pw_uid or st.st_mode & 0o001 or (st.st_gid == user.pw_gid and st.st_mode & 0o010):
             continue
         raise SetupError(f"the database server runs as {user.pw_name!r}, who cannot enter {folder}: "
                          f"move the checkout (or set BLUEPRINT_DATA_DIR) outside it, or `chmod o+x {folder}`")

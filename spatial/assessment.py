@@ -15,7 +15,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from layers import store
 from layers.catalogue import Catalogue, Minor, load_rules_file
 from layers.errors import InvalidInput, NotFound
 from layers.ingest import load_frame
+from layers.ingest.sources import file_sha256
 from layers.settings import Settings
 from layers.store import VersionInfo
 from spatial.rasters import cached_reader
@@ -68,12 +69,15 @@ class AssessmentRules:
     validity_years: int
     min_area_m2: float
     types: tuple[AssessmentType, ...]
+    checksum: str = ""
+    """SHA-256 of the rules file (set by :func:`load_assessment_rules`), recorded on every stored
+    result: kept with the rules, so a server holding cached rules never records a newer file's."""
 
 
 @lru_cache(maxsize=4)
 def load_assessment_rules(path: Path = RULES_PATH) -> AssessmentRules:
     """Read and check the rules against the catalogue; a mistake is a one-line ``CatalogueError``."""
-    return load_rules_file(path, "assessment rules", _validate)
+    return replace(load_rules_file(path, "assessment rules", _validate), checksum=file_sha256(path))
 
 
 def _validate(raw: dict, catalogue: Catalogue) -> AssessmentRules:
@@ -193,7 +197,7 @@ def assess_zone(engine: Engine, settings: Settings, zone_id: str, *, as_of: dt.d
         for result in results:
             if result["result"] in RANK:
                 result["stored"] = _store(engine, settings, result, kind=kinds[result["type"]], zone=zone,
-                                          zone_props=zone_props, run=run)
+                                          zone_props=zone_props, run=run, rules_checksum=rules.checksum)
         timings["store"] = (time.perf_counter() - started) * 1000
     run["timings_ms"] = {k: round(v, 1) for k, v in timings.items()}
     return run
@@ -278,7 +282,7 @@ def _overlay(conn: sa.Connection, item: Input, versions: dict[str, VersionInfo],
 
 
 def _store(engine: Engine, settings: Settings, result: dict, *, kind: AssessmentType, zone: shapely.Geometry,
-           zone_props: dict, run: dict) -> dict:
+           zone_props: dict, run: dict, rules_checksum: str) -> dict:
     """A new version of the type's result layer: this zone's new result plus other zones' current ones."""
     srid = settings.storage.storage_srid
     zone_id = run["zone"]["zone_id"]
@@ -297,7 +301,7 @@ def _store(engine: Engine, settings: Settings, result: dict, *, kind: Assessment
         "assessed_on": run["assessed_on"],
         "statistics": json.dumps(result["statistics"], ensure_ascii=False, sort_keys=True),
         "inputs": json.dumps(run["versions"], sort_keys=True),
-        "rules_checksum": rules_checksum(),
+        "rules_checksum": rules_checksum,
     }
     new = gpd.GeoDataFrame([record], geometry=[zone], crs=srid)
     frame = pd.concat([previous, new], ignore_index=True) if len(previous) else new
@@ -312,11 +316,6 @@ def _versions_read(kinds: list[AssessmentType], versions: dict[str, VersionInfo]
     """Layer code → {id, version} (None if not loaded) of every layer assessing ``kinds`` reads, zones included."""
     read = sorted({i.code for k in kinds for i in k.inputs} | {ZONES_LAYER})
     return {c: ({"id": versions[c].id, "version": versions[c].version} if c in versions else None) for c in read}
-
-
-def rules_checksum(path: Path = RULES_PATH) -> str:
-    """The assessment rules file's SHA-256, recorded on every stored result."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _stored_result(conn: sa.Connection, version: VersionInfo | None, zone_id: str) -> dict | None:
@@ -357,13 +356,12 @@ def stale_types(conn: sa.Connection, zone_id: str, *, as_of: dt.date | None = No
     rules = load_assessment_rules()
     read_now = store.versions_as_of(conn, as_of)
     results = store.current_versions(conn)
-    checksum = rules_checksum()
     unchanged, stale = [], []
     for kind in _chosen(rules, types):
         if not kind.inputs:
             continue
         stored = _stored_result(conn, results.get(kind.minor.code), zone_id)
-        if stored is None or stored.get("rules_checksum") != checksum:
+        if stored is None or stored.get("rules_checksum") != rules.checksum:
             stale.append(kind.name)
             continue
         recorded = json.loads(stored.get("inputs") or "{}")

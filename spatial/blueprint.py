@@ -155,7 +155,7 @@ def unchanged_blueprint(engine: Engine, *, rules_path: Path | str | None = None)
     >>> stored.version if stored else "rebuild"  # doctest: +SKIP
     3
     """
-    rules = load_rules(rules_path) if rules_path else load_rules()
+    rules = load_rules(rules_path)
     with engine.connect() as conn:
         current = store.current_versions(conn)
     stored = current.get(BLUEPRINT_LAYER)
@@ -274,6 +274,7 @@ def cut(geoms: np.ndarray, cutters: np.ndarray, *, threads: int = 2, earlier_onl
     if len(out) == 0 or len(cutters) == 0:
         return out
     tree = shapely.STRtree(cutters)
+
     def query(start: int, stop: int) -> np.ndarray:
         found = tree.query(out[start:stop], predicate="intersects")
         found[0] += start
