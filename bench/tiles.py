@@ -71,6 +71,7 @@ from layers.catalogue import load_catalogue  # noqa: E402
 from layers.ingest import load_frame  # noqa: E402
 from layers.settings import DatabaseSettings, Settings  # noqa: E402
 from viewer.tile_seed import seed_tiles, store_bytes  # noqa: E402
+from viewer.tiles import tile_at  # noqa: E402
 
 DATABASE = "blueprint_bench_tiles"
 LAYER = "1203"
@@ -150,15 +151,8 @@ def tile_list(extent, per_zoom: int, seed: int) -> dict[int, list[tuple[int, int
     rng = random.Random(seed)
     out = {}
     for z in ZOOMS:
-        count = 2 ** z
-
-        def tx(lon, count=count):
-            return int((lon + 180) / 360 * count)
-
-        def ty(lat, count=count):
-            return int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * count)
-
-        tiles = [(z, x, y) for x in range(tx(w), tx(e) + 1) for y in range(ty(n), ty(s) + 1)]
+        (x0, y0), (x1, y1) = tile_at(w, n, z), tile_at(e, s, z)
+        tiles = [(z, x, y) for x in range(x0, x1 + 1) for y in range(y0, y1 + 1)]
         out[z] = sorted(rng.sample(tiles, min(per_zoom, len(tiles))))
     return out
 

@@ -146,7 +146,6 @@ class CurrentVersions:
     """Layer code → :class:`LayerVersion`, each remembered for ``ttl`` seconds (0: not at all)."""
 
     def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
         self._versions: TTLCache[str, LayerVersion] | None = TTLCache(maxsize=4096, ttl=ttl) if ttl > 0 else None
         self._lock = threading.Lock()
 

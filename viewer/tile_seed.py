@@ -12,7 +12,6 @@ connections at once (PostgreSQL does the work, so threads are enough).
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +26,7 @@ from layers.errors import InvalidInput, NotFound
 from layers.settings import Settings
 from spatial.site.request import transformer
 from viewer.tile_store import WRITER_OPTIONS, TileRecipe, gzip_tile, stored_tiles, write_tile
-from viewer.tiles import MAX_ZOOM, TILE_REVISION, build_tile, extra_attributes, tile_plan
+from viewer.tiles import MAX_ZOOM, TILE_REVISION, build_tile, extra_attributes, tile_at, tile_plan
 
 DEFAULT_MAX_ZOOM = 14
 Progress = Callable[[str, int, int], None]
@@ -105,18 +104,11 @@ def tiles_over(extent: Box, zoom: int, srid: int) -> list[TileAddress]:
     [(14, 13516, 6426)]
     """
     w, s, e, n = transformer(srid, 4326).transform_bounds(*extent, densify_pts=21)
-    count = 1 << zoom
-
-    def column(lon: float) -> int:
-        return min(max(int((lon + 180) / 360 * count), 0), count - 1)
-
-    def row(lat: float) -> int:
-        lat = min(max(lat, -85.05), 85.05)
-        return min(max(int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * count), 0), count - 1)
-
+    (x0, y0), (x1, y1) = tile_at(w, n, zoom), tile_at(e, s, zoom)
+    last = (1 << zoom) - 1
     # One tile more on each side: a neighbour's buffer may reach the extent.
-    xs = range(max(column(w) - 1, 0), min(column(e) + 1, count - 1) + 1)
-    ys = range(max(row(n) - 1, 0), min(row(s) + 1, count - 1) + 1)
+    xs = range(max(x0 - 1, 0), min(x1 + 1, last) + 1)
+    ys = range(max(y0 - 1, 0), min(y1 + 1, last) + 1)
     return [(zoom, x, y) for x in xs for y in ys if _meets(tile_plan(zoom, x, y, srid).box, extent)]
 
 

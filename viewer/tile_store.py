@@ -25,7 +25,8 @@ log = logging.getLogger("blueprint.tiles")
 TileKey = tuple[int, int, int, int]
 """(layer version id, z, x, y)."""
 GZIP_LEVEL = 1
-"""zlib level 1: an MVT shrinks to ~63 % (level 6: ~60 %) in half the time, and the first request of a tile waits."""
+"""zlib level 1, since the first request of a tile waits for it: on 60 z12–z14 tiles of the tile benchmark's
+parcels (52 kB each on average) it left 56 % of the bytes (level 6: 53 %) in 40 % of level 6's time."""
 WRITER_OPTIONS = "-c synchronous_commit=off"
 """libpq ``options`` of connections that write tiles: the store holds derived data (a tile lost in a crash
 is built again), so a write need not wait for its WAL flush. The embedded cluster runs so anyway; on a

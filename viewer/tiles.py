@@ -78,6 +78,19 @@ def check_address(z: int, x: int, y: int) -> None:
         raise NotFound(f"tile {z}/{x}/{y} does not exist: x and y run from 0 to {n - 1} at zoom {z}")
 
 
+def tile_at(lon: float, lat: float, z: int) -> tuple[int, int]:
+    """(x, y) of the tile at zoom ``z`` holding the point (EPSG:4326); points off the grid get the edge tile.
+
+    Examples
+    --------
+    >>> tile_at(117.0, 36.65, 14)
+    (13516, 6397)
+    """
+    n = 1 << z
+    lat = min(max(lat, -85.05), 85.05)
+    x = int((lon + 180) / 360 * n)
+    y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
+    return min(max(x, 0), n - 1), min(max(y, 0), n - 1)
 
 
 @lru_cache(maxsize=8)

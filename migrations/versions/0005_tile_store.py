@@ -2,7 +2,7 @@
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2026-11-24
+Create Date: 2026-11-23
 """
 
 from alembic import op

@@ -88,10 +88,14 @@ def city_frames() -> dict[str, gpd.GeoDataFrame]:
     }
 
 
+def with_server_settings(settings: Settings, **changes) -> Settings:
+    """``settings`` with some server settings changed."""
+    return settings.model_copy(update={"server": settings.server.model_copy(update=changes)})
+
+
 @pytest.fixture(scope="session")
 def viewer_settings() -> Settings:
-    base = Settings().on_database(VIEWER_DATABASE)
-    return base.model_copy(update={"server": base.server.model_copy(update={"basemap_url": None})})
+    return with_server_settings(Settings().on_database(VIEWER_DATABASE), basemap_url=None)
 
 
 @pytest.fixture(scope="session")

@@ -15,17 +15,13 @@ import pytest
 from layers.catalogue import load_catalogue
 from layers.db import make_engine
 from layers.ingest import load_frame
-from tests.viewer.conftest import X0, Y0, box, run_server
+from tests.viewer.conftest import X0, Y0, box, run_server, with_server_settings
 from tests.viewer.test_tiles import expected, tile_of
 from viewer.tile_cache import ENTRY_OVERHEAD, Tile, TileCache
 from viewer.tile_store import gzip_tile
 
 PLAIN = {"Accept-Encoding": "identity"}
 GZIP = {"Accept-Encoding": "gzip"}
-
-
-def with_server_settings(settings, **changes):
-    return settings.model_copy(update={"server": settings.server.model_copy(update=changes)})
 
 
 CACHE_BYTES = 64 * 1024 * 1024

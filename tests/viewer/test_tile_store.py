@@ -22,8 +22,8 @@ from layers.catalogue import load_catalogue
 from layers.ingest import load_frame
 from layers.settings import Settings
 from tests.databases import database_name
-from tests.viewer.conftest import box, run_server
-from tests.viewer.test_tile_cache import feature_ids
+from tests.viewer.conftest import box, run_server, with_server_settings
+from tests.viewer.test_tile_cache import GZIP, PLAIN, feature_ids, tile_url
 from tests.viewer.test_tiles import expected, tile_of
 from viewer.tile_cache import TileCache
 from viewer.tile_seed import seed_tiles
@@ -31,8 +31,6 @@ from viewer.tile_store import TileRecipe, gunzip_tile, gzip_tile, write_tile
 from viewer.tiles import TILE_REVISION
 
 STORE_DATABASE = database_name("tile_store")
-PLAIN = {"Accept-Encoding": "identity"}
-GZIP = {"Accept-Encoding": "gzip"}
 FRAMES = {
     "2301": gpd.GeoDataFrame({"fid": [1, 2], "redline_type": ["karst", "biodiversity"], "name": ["甲", "乙"]},
                              geometry=[box(0, 0, 1_000, 1_000), box(4_000, 2_500, 4_600, 3_100)], crs="EPSG:4548"),
@@ -49,9 +47,7 @@ def load(engine: sa.Engine, settings: Settings, code: str, frame: gpd.GeoDataFra
 
 @pytest.fixture(scope="module")
 def store_settings() -> Settings:
-    base = Settings().on_database(STORE_DATABASE)
-    return base.model_copy(update={"server": base.server.model_copy(update={"basemap_url": None,
-                                                                             "tile_version_ttl": 0.0})})
+    return with_server_settings(Settings().on_database(STORE_DATABASE), basemap_url=None, tile_version_ttl=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +68,7 @@ def store_server(store_engine, store_settings):  # noqa: ARG001 - data first
 @pytest.fixture(scope="module")
 def builder_server(store_engine, store_settings):  # noqa: ARG001 - data first
     """A server that builds every tile (no memory cache, no store): the reference for what a tile holds."""
-    server = store_settings.server.model_copy(update={"tile_store": False, "tile_cache_bytes": 0})
-    yield from run_server(store_settings.model_copy(update={"server": server}))
+    yield from run_server(with_server_settings(store_settings, tile_store=False, tile_cache_bytes=0))
 
 
 def current_version(engine: sa.Engine, code: str) -> int:
@@ -109,10 +104,6 @@ def raw_gzip(url: str) -> bytes:
     with httpx.stream("GET", url, headers=GZIP) as response:
         assert response.status_code == 200 and response.headers["content-encoding"] == "gzip"
         return b"".join(response.iter_raw())
-
-
-def tile_url(server, layer: str, z: int, x: int, y: int) -> str:
-    return f"{server.url}/tiles/{layer}/{z}/{x}/{y}.pbf"
 
 
 def test_a_stored_tile_is_served_the_same_after_the_memory_cache_is_cleared(store_server, store_engine,

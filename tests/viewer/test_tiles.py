@@ -15,7 +15,7 @@ from pyproj import Transformer
 from layers.catalogue import load_catalogue
 from layers.db import make_engine
 from layers.ingest import load_frame
-from tests.viewer.conftest import X0, Y0, box, run_server
+from tests.viewer.conftest import X0, Y0, box, run_server, with_server_settings
 from viewer.tiles import AFFINE_MAX_ERROR, BUFFER, EXTENT, tile_plan
 
 HALF = 20037508.342789244
@@ -114,8 +114,7 @@ def test_lines_and_points_keep_their_type(server, city):
 @pytest.fixture(scope="module")
 def capped_server(city, viewer_settings):  # noqa: ARG001 - data first
     """A server that puts at most two features in a tile."""
-    server_settings = viewer_settings.server.model_copy(update={"tile_feature_limit": 2})
-    yield from run_server(viewer_settings.model_copy(update={"server": server_settings}))
+    yield from run_server(with_server_settings(viewer_settings, tile_feature_limit=2))
 
 
 def test_feature_cap(server, capped_server):
