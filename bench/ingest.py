@@ -59,7 +59,6 @@ from bench.common import (  # noqa: E402
     star_polygons,
     write_results,
 )
-from layers import db  # noqa: E402
 from layers.catalogue import load_catalogue  # noqa: E402
 from layers.ingest import load_frame, load_layer  # noqa: E402
 from layers.ingest.copy_rows import copy_rows  # noqa: E402
@@ -169,8 +168,7 @@ def write_unvalidated(engine: sa.Engine, frame: gpd.GeoDataFrame, minor) -> None
     fids, geoms, attributes = prepare_features(frame, minor=minor, report=PrepareReport())
     new = NewVersion(layer_code=LAYER, source_name="bench", source_checksum="bench", source_crs="EPSG:4548",
                      srid=SRID, valid_from=None, report={}, coverage_wkb=None)
-    with db.autocommit_connection(engine) as conn:
-        write_version(conn, new, fids=fids, attributes=attributes, geoms=geoms)
+    write_version(engine, new, fids=fids, attributes=attributes, geoms=geoms)
 
 
 def check_loaded(engine: sa.Engine, engine_name: str, expected_rows: int, expected_area: float) -> None:
@@ -235,10 +233,9 @@ def profile(engine: sa.Engine, settings, parquet: Path, repeat: int) -> dict:
         new = NewVersion(layer_code=LAYER, source_name=parquet.name, source_checksum=source.checksum,
                          source_crs=report.source_crs, srid=SRID, valid_from=None, report={}, coverage_wkb=None)
         timings: dict[str, float] = {}
-        with db.autocommit_connection(engine) as conn:
-            write_version(conn, new, fids=fids, attributes=attributes, geoms=geoms,
-                          repair=GeometryRepair(minor=minor, report=report), timings=timings)
-        for name in ("copy", "index", "repair", "commit"):
+        write_version(engine, new, fids=fids, attributes=attributes, geoms=geoms,
+                      repair=GeometryRepair(minor=minor, report=report), timings=timings)
+        for name in ("copy", "index", "parts", "repair", "commit"):
             stages.setdefault(f"write_{name}", []).append(timings[name])
         lap("total", start)
     medians = {name: round(float(np.median(v)), 4) for name, v in stages.items()}

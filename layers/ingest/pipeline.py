@@ -151,10 +151,8 @@ def load_frame(engine: Engine, settings: Settings, frame: gpd.GeoDataFrame, *, m
                 "reprojected": report.reprojected, "extra_attributes": report.extra_attributes},
         coverage_wkb=_coverage_wkb(coverage),
     )
-    with db.autocommit_connection(engine) as conn:
-        version_id, version = write_version(conn, new, fids=fids, attributes=attributes, geoms=geoms,
-                                            repair=GeometryRepair(minor=minor, report=report),
-                                            progress=progress)
+    version_id, version = write_version(engine, new, fids=fids, attributes=attributes, geoms=geoms,
+                                        repair=GeometryRepair(minor=minor, report=report), progress=progress)
     timings["write"] = time.perf_counter() - started
     return LoadReport(
         layer_code=minor.code, version=version, version_id=version_id, source=source_name,

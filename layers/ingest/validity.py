@@ -30,7 +30,9 @@ import shapely
 
 MIN_TURN = 1e-9  # radians: smaller turns could have their sign flipped by rounding
 MIN_REACH = 1e-6  # of the coordinates' magnitude: a vertex nearer c than that is left to GEOS
-CHUNK = 65_536  # polygons per numpy pass (bounds the temporary arrays)
+# Polygons per numpy pass: the dozen temporary arrays of a pass then stay in the CPU's cache.
+# 100k 41-vertex polygons: 0.20 CPU-s in passes of 65,536, 0.10 s of 4,096, 0.09 s of 1,024.
+CHUNK = 4_096
 PARALLEL_MIN = 5_000  # below this, starting threads costs more than it saves
 
 

@@ -19,7 +19,6 @@ import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from layers import db
 from layers.catalogue import load_catalogue
 from layers.errors import InvalidInput
 from layers.ingest import load_frame, write
@@ -69,7 +68,14 @@ def small_chunks(monkeypatch):
     monkeypatch.setattr(write, "CHUNK_ROWS", 7)
 
 
-def test_rows_round_trip_across_chunks(empty_store, settings, small_chunks):
+@pytest.fixture(params=[1, 2], ids=["one stream", "two streams"])
+def streams(request, monkeypatch):
+    """The test twice: layers written as one COPY stream, and as two parts of a few rows each."""
+    monkeypatch.setattr(write, "ROWS_PER_STREAM", 10**9 if request.param == 1 else 20)
+    return request.param
+
+
+def test_rows_round_trip_across_chunks(empty_store, settings, small_chunks, streams):
     frame = tricky_frame(101)
     minor = load_catalogue().minor("2301")
     report = load_frame(empty_store, settings, frame, minor=minor, source_name="tricky", checksum="x")
@@ -86,7 +92,7 @@ def test_rows_round_trip_across_chunks(empty_store, settings, small_chunks):
         assert math.isclose(props["ratio"], row.ratio, rel_tol=1e-14)
 
 
-def test_encoder_failure_rolls_back_everything(empty_store, settings, small_chunks, monkeypatch):
+def test_encoder_failure_rolls_back_everything(empty_store, settings, small_chunks, streams, monkeypatch):
     minor = load_catalogue().minor("2301")
     first = load_frame(empty_store, settings, tricky_frame(10), minor=minor, source_name="a", checksum="a")
     calls = {"n": 0}
@@ -138,7 +144,7 @@ def test_z_is_dropped():
     assert all(g.equals_exact(f, tolerance=0) for g, f in zip(got, flat, strict=True))
 
 
-def write_prepared(engine, frame: gpd.GeoDataFrame) -> tuple[int, PrepareReport]:
+def write_prepared(engine, frame: gpd.GeoDataFrame, streams: int | None = None) -> tuple[int, PrepareReport]:
     """The writer on its own: cheap checks here, validity and repair beside the COPY."""
     minor = load_catalogue().minor("2301")
     report = PrepareReport()
@@ -146,13 +152,12 @@ def write_prepared(engine, frame: gpd.GeoDataFrame) -> tuple[int, PrepareReport]
     new = write.NewVersion(layer_code="2301", source_name="t", source_checksum="t", source_crs="EPSG:4548",
                            srid=4548, valid_from=None, report={"repaired": report.repaired}, coverage_wkb=None)
     repair = GeometryRepair(minor=minor, report=report)
-    with db.autocommit_connection(engine) as conn:
-        version_id, _ = write.write_version(conn, new, fids=fids, attributes=attributes, geoms=geoms,
-                                            repair=repair)
+    version_id, _ = write.write_version(engine, new, fids=fids, attributes=attributes, geoms=geoms,
+                                        repair=repair, streams=streams)
     return version_id, report
 
 
-def test_validity_beside_the_copy_repairs_and_reports_in_order(empty_store, small_chunks):
+def test_validity_beside_the_copy_repairs_and_reports_in_order(empty_store, small_chunks, streams):
     frame = tricky_frame(60)
     bowtie_rows = [4, 5, 33, 59]  # in the first chunk, twice in the second, and in the last
     for i in bowtie_rows:
@@ -171,7 +176,7 @@ def test_validity_beside_the_copy_repairs_and_reports_in_order(empty_store, smal
     assert count == 4 and [r["fid"] for r in doc["repairs"]] == expected_fids
 
 
-def test_unrepairable_geometry_beside_the_copy_rolls_back(empty_store, small_chunks, monkeypatch):
+def test_unrepairable_geometry_beside_the_copy_rolls_back(empty_store, small_chunks, streams, monkeypatch):
     frame = tricky_frame(40)
     frame.loc[30, "geometry"] = shapely.affinity.translate(BOWTIE, X0, Y0 - 1000)
     monkeypatch.setattr("layers.ingest.prepare.shapely.make_valid", lambda g: shapely.buffer(g, -1e9))
@@ -202,6 +207,87 @@ def test_repair_beside_the_copy_updates_the_extent(empty_store):
     assert extent.equals(shapely.from_wkb(bytes(stored)))
     assert extent.bounds[3] < tip
     assert shapely.from_wkb(bytes(coverage)).equals(extent)
+
+
+def version_parts(engine, version_id: int) -> list[tuple[str, str, int, int, int]]:
+    """(name, partition bound, rows, lowest fid, highest fid) of each table under a version's table."""
+    with engine.connect() as conn:
+        names = conn.execute(sa.text(
+            "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i"
+            " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(:t) ORDER BY 1"),
+            {"t": f"feature_v{version_id}"}).all()
+        return [(name, bound, *conn.execute(sa.text(f"SELECT count(*), min(fid), max(fid) FROM {name}")).one())
+                for name, bound in names]
+
+
+def test_two_streams_split_the_version_by_fid_range(empty_store, small_chunks):
+    frame = tricky_frame(101).sample(frac=1, random_state=5)  # fids in no order
+    minor = load_catalogue().minor("2301")
+    report = PrepareReport()
+    fids, geoms, attributes = prepare_features(frame, minor=minor, report=report)
+    new = write.NewVersion(layer_code="2301", source_name="t", source_checksum="t", source_crs="EPSG:4548",
+                           srid=4548, valid_from=None, report={}, coverage_wkb=None)
+    version_id, _ = write.write_version(empty_store, new, fids=fids, attributes=attributes, geoms=geoms, streams=2)
+    ordered = np.sort(fids)
+    split = int(ordered[50])
+    assert version_parts(empty_store, version_id) == [
+        (f"feature_v{version_id}_p0", f"FOR VALUES FROM (MINVALUE) TO ('{split}')", 50, ordered[0], ordered[49]),
+        (f"feature_v{version_id}_p1", f"FOR VALUES FROM ('{split}') TO (MAXVALUE)", 51, split, ordered[-1]),
+    ]
+    stored = stored_rows(empty_store, version_id)
+    assert sorted(stored) == sorted(fids.tolist())
+    for fid, geom in zip(fids.tolist(), geoms, strict=True):
+        assert shapely.from_wkb(stored[fid][1]).equals_exact(geom, tolerance=0)
+    with empty_store.connect() as conn:
+        indexed = conn.execute(sa.text(
+            "SELECT count(*) FROM pg_index WHERE indrelid::regclass::text LIKE :t"),
+            {"t": f"feature_v{version_id}_p_"}).scalar_one()
+        # A spatial query through ``feature`` finds what shapely finds, from both parts.
+        window = shapely.box(X0 - 2000, Y0 - 2000, X0 + 3000, Y0 + 3000)
+        found = conn.execute(sa.text(
+            "SELECT array_agg(fid ORDER BY fid) FROM feature WHERE version_id = :v"
+            " AND ST_Intersects(geom, ST_GeomFromText(:w, 4548))"), {"v": version_id, "w": window.wkt}).scalar_one()
+    assert indexed == 2
+    expected = sorted(fids[shapely.intersects(geoms, window)].tolist())
+    assert found == expected and any(f < split for f in expected) and any(f >= split for f in expected)
+
+
+def test_a_failing_helper_stream_rolls_back_every_part(empty_store, small_chunks, monkeypatch):
+    real = write._fill_part
+
+    def failing(cur, version_id, part, *args):
+        if part.table.endswith("_p1"):
+            raise InvalidInput("boom in the helper stream")
+        return real(cur, version_id, part, *args)
+
+    monkeypatch.setattr(write, "_fill_part", failing)
+    with pytest.raises(InvalidInput, match="boom in the helper"):
+        write_prepared(empty_store, tricky_frame(60), streams=2)
+    with empty_store.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM layer_version")).scalar_one() == 0
+        assert conn.execute(sa.text("SELECT count(*) FROM pg_class WHERE relname LIKE 'feature_v%'")).scalar_one() == 0
+
+
+def test_abandoned_parts_are_dropped_by_the_next_load(empty_store, engine):
+    # What a load killed between its helper's commit and its own leaves: a committed part that
+    # nothing attached. One whose load still runs (its version's lock held) must stay.
+    with engine.begin() as conn:
+        for name in ("feature_v900001_p1", "feature_v900002_p1"):
+            conn.execute(sa.text(f"CREATE TABLE {name} (LIKE feature INCLUDING DEFAULTS)"))
+            conn.execute(sa.text(f"INSERT INTO {name} SELECT 1, 1, '{{}}', ST_GeomFromText('POINT(0 0)', 4548)"))
+    with engine.connect() as running:
+        running.execute(sa.text("SELECT pg_advisory_lock(:space, 900002)"), {"space": write.PART_LOCK_SPACE})
+        try:
+            write_prepared(empty_store, tricky_frame(5))
+            with engine.connect() as conn:
+                left = conn.execute(sa.text(
+                    "SELECT array_agg(relname ORDER BY relname) FROM pg_class WHERE relname ~ '^feature_v9000'"
+                    " AND relkind = 'r'")).scalar_one()
+        finally:
+            running.execute(sa.text("SELECT pg_advisory_unlock(:space, 900002)"), {"space": write.PART_LOCK_SPACE})
+            running.execute(sa.text("DROP TABLE IF EXISTS feature_v900001_p1, feature_v900002_p1"))
+            running.commit()
+    assert left == ["feature_v900002_p1"]
 
 
 def mixed_geometries() -> np.ndarray:
