@@ -182,6 +182,9 @@ def write_version(engine: Engine, new: NewVersion, *, fids: np.ndarray, attribut
                     helpers += [_start_helper(engine, version_id, part, features, shared, barrier)
                                 for part in parts[1:]]
                     _fill_part(cur, version_id, parts[0], features, shared, clock)
+                    # Validity first: the helpers commit at the barrier, and the moments between
+                    # then and this transaction's commit are the only ones a kill leaves parts in.
+                    invalid_positions = invalid.result() if invalid is not None else None
                     barrier.wait()
                 except BaseException as error:
                     barrier.abort()
@@ -194,8 +197,8 @@ def write_version(engine: Engine, new: NewVersion, *, fids: np.ndarray, attribut
                     raise failed
                 clock.lap("parts")
                 table = _version_table(cur, version_id, parts)
-                if invalid is not None:
-                    _repair_in_place(cur, table, new, version_id, repair, geoms, fids, invalid.result())
+                if invalid_positions is not None:
+                    _repair_in_place(cur, table, new, version_id, repair, geoms, fids, invalid_positions)
                     clock.lap("repair")
                 cur.execute(f"ALTER TABLE feature ATTACH PARTITION {table} FOR VALUES IN ({version_id})")
                 _make_current(cur, new.layer_code, version_id)
@@ -323,17 +326,14 @@ def _drop_abandoned_parts(cur: psycopg.Cursor) -> None:
     lock is free once the load is gone; the lock comes first and attachment is checked after it,
     so a load that commits meanwhile is seen attached.
     """
-    candidates = cur.execute(
-        "SELECT c.oid::int, c.relname FROM pg_class c WHERE c.relkind = 'r' AND c.relname ~ %s"
-        " AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)",
-        (r"^feature_v[0-9]+_p[0-9]+$",)).fetchall()
-    for oid, name in candidates:
+    unattached = ("SELECT c.relname FROM pg_class c WHERE c.relkind = 'r' AND c.relname ~ %s"
+                  " AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)")
+    for (name,) in cur.execute(unattached, (r"^feature_v[0-9]+_p[0-9]+$",)).fetchall():
         version_id = int(name.split("_")[1][1:])
         if not cur.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", (PART_LOCK_SPACE, version_id)).fetchone()[0]:
             continue  # its load is running
-        attached = cur.execute("SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = %s)", (oid,)).fetchone()[0]
-        if not attached:
-            cur.execute(f"DROP TABLE IF EXISTS {name}")
+        if cur.execute(unattached.replace("~ %s", "= %s"), (name,)).fetchone():
+            cur.execute(f"DROP TABLE {name}")
 
 
 def _drop_tables(conn: psycopg.Connection, tables: list[str]) -> None:

@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 from numpy.typing import ArrayLike, NDArray
 
-from layers.catalogue import Attribute, Catalogue, Minor, load_catalogue
+from layers.catalogue import Attribute, Catalogue, Minor, YamlLoader, load_catalogue, read_yaml
 from layers.errors import BlueprintError
 
 RULES_PATH = Path(__file__).resolve().parent.parent / "rules" / "conflicts.yaml"
@@ -154,13 +154,13 @@ def _default_rules() -> RuleSet:
 
 def _read(path: Path, catalogue: Catalogue) -> RuleSet:
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        raw = read_yaml(path, _UniqueKeyLoader)
     except (OSError, yaml.YAMLError) as exc:
         raise RulesError(f"cannot read rules {path}: {' '.join(str(exc).split())}") from None
     return parse_rules(raw, catalogue)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _UniqueKeyLoader(YamlLoader):
     """A SafeLoader that refuses duplicate mapping keys (plain YAML keeps the last silently)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
