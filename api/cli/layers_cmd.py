@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import shapely
@@ -17,6 +19,9 @@ from layers.ingest.prepare import PrepareReport, to_storage_crs
 from layers.ingest.sources import open_source, read_source
 from layers.settings import Settings
 
+if TYPE_CHECKING:
+    from viewer.tile_seed import LayerSeed
+
 
 def register(commands) -> None:
     group = commands.add_parser("layers", help="load and list thematic layers")
@@ -29,6 +34,8 @@ def register(commands) -> None:
     load_p.add_argument("--coverage", help="a polygon file: the area the plan covers (default: data extent)")
     load_p.add_argument("--valid-from", help="date the version takes effect (default: now)")
     load_p.add_argument("--force", action="store_true", help="load even if the file equals the current source")
+    load_p.add_argument("--no-tiles", action="store_true",
+                        help="do not build the new version's map tiles now (each is then built on first view)")
     load_p.add_argument("--format", choices=("text", "json"), default="text")
     load_p.set_defaults(handler=load)
     list_p = sub.add_parser("list", help="each layer with its current version")
@@ -62,11 +69,25 @@ def load(args) -> int:
                             catalogue=catalogue, force=args.force)
     finally:
         engine.dispose()
+    tiles = None
+    if not (args.no_tiles or report.unchanged or catalogue.minor(args.layer).geometry_type == "raster"):
+        tiles = seed_version_tiles(settings, args.layer)
     if args.format == "json":
-        print_json(report.as_dict())
+        print_json({**report.as_dict(), "tiles": tiles.as_dict() if tiles else None})
     else:
         print(report.summary())
+        if tiles:
+            print(f"  map tiles z{tiles.min_zoom}–{tiles.max_zoom}: {tiles.built:,} built ({tiles.empty:,} empty), "
+                  f"{tiles.bytes / 1e6:,.1f} MB gzip in {tiles.seconds:.1f} s")
     return 0
+
+
+def seed_version_tiles(settings: Settings, code: str) -> LayerSeed:
+    """Seed the tile store with the layer's new version, so that the map's first views are look-ups."""
+    from viewer.tile_seed import seed_tiles
+
+    (seeded,) = seed_tiles(settings, codes=[code], jobs=min(os.cpu_count() or 2, 8), progress=ProgressPrinter("tiles"))
+    return seeded
 
 
 def list_(args) -> int:

@@ -284,3 +284,33 @@ def test_the_seed_command_refuses_bad_input_in_one_line(store_engine, store_sett
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("blueprint: error: ") and message in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_loading_a_layer_from_the_command_line_seeds_the_new_versions_tiles(store_engine, store_settings, tmp_path):
+    def stored(version: int) -> int:
+        with store_engine.connect() as conn:
+            return conn.execute(sa.text("SELECT count(*) FROM vector_tile WHERE version_id = :v"),
+                                {"v": version}).scalar_one()
+
+    frame = FRAMES["2301"].copy()
+    frame.loc[1, "geometry"] = box(6_000, 2_500, 6_600, 3_100)
+    path = tmp_path / "redline.gpkg"
+    frame.to_file(path)
+    result = cli("layers", "load", str(path), "--layer", "2301", "--format", "json", settings=store_settings)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    tiles = report["tiles"]
+    assert tiles["layer"] == "2301"
+    assert tiles["version_id"] == report["version_id"] == current_version(store_engine, "2301")
+    assert tiles["built"] > 0 and stored(report["version_id"]) == tiles["built"] + tiles["empty"]
+    assert "tiles: layer 2301 z14" in result.stderr  # progress
+
+    frame.to_file(path := tmp_path / "again.gpkg")
+    text = cli("layers", "load", str(path), "--layer", "2301", "--force", settings=store_settings)
+    assert text.returncode == 0, text.stderr
+    summary, tiles_line = text.stdout.splitlines()
+    assert tiles_line.startswith("  map tiles z") and f"{tiles['built']:,} built" in tiles_line
+    skipped = cli("layers", "load", str(path), "--layer", "2301", "--force", "--no-tiles", "--format", "json",
+                  settings=store_settings)
+    report = json.loads(skipped.stdout)
+    assert report["tiles"] is None and stored(report["version_id"]) == 0
