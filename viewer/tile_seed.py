@@ -12,6 +12,7 @@ connections at once (PostgreSQL does the work, so threads are enough).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ from viewer.tile_store import WRITER_OPTIONS, TileRecipe, gzip_tile, stored_tile
 from viewer.tiles import MAX_ZOOM, TILE_REVISION, build_tile, extra_attributes, tile_at, tile_plan
 
 DEFAULT_MAX_ZOOM = 14
+DEFAULT_JOBS = min(os.cpu_count() or 2, 8)  # tiles built at once, one connection each
 Progress = Callable[[str, int, int], None]
 TileAddress = tuple[int, int, int]
 Box = tuple[float, float, float, float]
@@ -150,10 +152,12 @@ def _any_feature(conn: psycopg.Connection, version: SeedVersion, box: Box, srid:
 
 
 def seed_tiles(settings: Settings, *, codes: Sequence[str] | None = None, min_zoom: int | None = None,
-               max_zoom: int = DEFAULT_MAX_ZOOM, jobs: int = 2, progress: Progress | None = None) -> list[LayerSeed]:
+               max_zoom: int = DEFAULT_MAX_ZOOM, jobs: int | None = None,
+               progress: Progress | None = None) -> list[LayerSeed]:
     """Build and store every tile of the current versions of ``codes`` (all vector layers: None) up to ``max_zoom``.
 
-    ``min_zoom`` (default: each layer's first zoom in the viewer) is where each layer starts.
+    ``min_zoom`` (default: each layer's first zoom in the viewer) is where each layer starts;
+    ``jobs`` (default: the CPU count, at most 8) is how many tiles are built at once.
 
     Examples
     --------
@@ -171,7 +175,8 @@ def seed_tiles(settings: Settings, *, codes: Sequence[str] | None = None, min_zo
     recipe = TileRecipe(TILE_REVISION, settings.server.tile_feature_limit)
     url = libpq_url(database_url(settings))
     connections = _Connections(url)
-    with psycopg.connect(url, autocommit=True) as conn, ThreadPoolExecutor(max(jobs, 1)) as pool:
+    workers = DEFAULT_JOBS if jobs is None else max(jobs, 1)
+    with psycopg.connect(url, autocommit=True) as conn, ThreadPoolExecutor(workers) as pool:
         try:
             versions = versions_to_seed(conn, load_catalogue(), codes)
             seeds = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,7 +58,7 @@ def read_coverage(path: str, srid: int) -> shapely.Geometry:
 def load(args) -> int:
     settings = Settings()
     catalogue = load_catalogue()
-    catalogue.minor(args.layer)  # unknown code: fail before touching the database
+    minor = catalogue.minor(args.layer)  # unknown code: fail before touching the database
     coverage = read_coverage(args.coverage, settings.storage.storage_srid) if args.coverage else None
     engine = db.make_engine(settings)
     try:
@@ -70,7 +69,7 @@ def load(args) -> int:
     finally:
         engine.dispose()
     tiles = None
-    if not (args.no_tiles or report.unchanged or catalogue.minor(args.layer).geometry_type == "raster"):
+    if not (args.no_tiles or report.unchanged or minor.geometry_type == "raster"):
         tiles = seed_version_tiles(settings, args.layer)
     if args.format == "json":
         print_json({**report.as_dict(), "tiles": tiles.as_dict() if tiles else None})
@@ -86,7 +85,7 @@ def seed_version_tiles(settings: Settings, code: str) -> LayerSeed:
     """Seed the tile store with the layer's new version, so that the map's first views are look-ups."""
     from viewer.tile_seed import seed_tiles
 
-    (seeded,) = seed_tiles(settings, codes=[code], jobs=min(os.cpu_count() or 2, 8), progress=ProgressPrinter("tiles"))
+    (seeded,) = seed_tiles(settings, codes=[code], progress=ProgressPrinter("tiles"))
     return seeded
 
 

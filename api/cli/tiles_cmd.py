@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from api.cli.output import ProgressPrinter, print_json
 from layers.settings import Settings
 
@@ -18,7 +16,7 @@ def register(commands) -> None:
     seed_p.add_argument("--min-zoom", type=int,
                         help="first zoom (default: the zoom from which the map draws the layer)")
     seed_p.add_argument("--max-zoom", type=int, default=14, help="last zoom (default 14)")
-    seed_p.add_argument("--jobs", type=int, default=min(os.cpu_count() or 2, 8),
+    seed_p.add_argument("--jobs", type=int,
                         help="tiles built at once, one database connection each (default: the CPU count, at most 8)")
     seed_p.add_argument("--format", choices=("text", "json"), default="text")
     seed_p.set_defaults(handler=seed)

@@ -10,8 +10,9 @@ commit can see the new rows once the partition is attached. Readers select a ver
 from ``layer`` in their own snapshot, so they never mix versions.)
 
 A big layer is written as ``COPY_STREAMS`` parts by fid range, each COPYed and indexed by its own
-server process at once: one process parses ~0.25 CPU-s and indexes ~0.2 CPU-s per 100k
-40-vertex polygons, which alone would cap a load near 150k rows/s on our 2-core VM. The version's
+server process at once: one process parses ~0.24 CPU-s and indexes ~0.2 CPU-s per 100k
+40-vertex polygons, one step after the other; with two, 100k rows took 0.65 s instead of 0.72 s
+on our 2-core VM (see ``ROWS_PER_STREAM``). The version's
 table is then partitioned by fid range over its parts. A helper stream's part must be committed
 before the load's own transaction can attach it, so every stream waits at a barrier once its part
 is filled and indexed, and all commit together; an error anywhere breaks the barrier and every
@@ -174,27 +175,8 @@ def write_version(engine: Engine, new: NewVersion, *, fids: np.ndarray, attribut
                 cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (PART_LOCK_SPACE, version_id))
                 _drop_abandoned_parts(cur)
                 parts = split_into_parts(version_id, fids, streams or copy_streams(len(fids)))
-                features = (fids, attributes, geoms)
-                # Every stream fills and indexes its part, then all commit together at the barrier:
-                # the helpers' parts must be committed for this transaction to attach them.
-                barrier = threading.Barrier(len(parts))
-                try:
-                    helpers += [_start_helper(engine, version_id, part, features, shared, barrier)
-                                for part in parts[1:]]
-                    _fill_part(cur, version_id, parts[0], features, shared, clock)
-                    # Validity first: the helpers commit at the barrier, and the moments between
-                    # then and this transaction's commit are the only ones a kill leaves parts in.
-                    invalid_positions = invalid.result() if invalid is not None else None
-                    barrier.wait()
-                except BaseException as error:
-                    barrier.abort()
-                    failed = _helper_error(helpers)
-                    if isinstance(error, threading.BrokenBarrierError) and failed is not None:
-                        raise failed from None  # a helper's error is this write's error
-                    raise
-                failed = _helper_error(helpers)  # each helper has committed, or failed to
-                if failed is not None:
-                    raise failed
+                invalid_positions = _fill_parts(engine, cur, version_id, parts, (fids, attributes, geoms),
+                                                shared, clock, helpers, invalid)
                 clock.lap("parts")
                 table = _version_table(cur, version_id, parts)
                 if invalid_positions is not None:
@@ -209,6 +191,35 @@ def write_version(engine: Engine, new: NewVersion, *, fids: np.ndarray, attribut
             raise
         clock.lap("commit")  # with WAL skipped, the commit syncs the new table's files to disk
     return version_id, version
+
+
+def _fill_parts(engine: Engine, cur: psycopg.Cursor, version_id: int, parts: list[Part],
+                features: tuple[np.ndarray, pd.DataFrame, np.ndarray], progress: _StreamsProgress, clock: _Clock,
+                helpers: list[Future], validity: Future | None) -> np.ndarray | None:
+    """Fill and index every part, the first on ``cur`` and the others by helper streams (added to
+    ``helpers`` as they start), and commit the helpers' parts together; the invalid positions.
+
+    Every stream waits at a barrier once its part is indexed: the helpers' parts must be committed
+    for ``cur``'s transaction to attach them. Validity is awaited before the barrier, since the
+    moments between the helpers' commit and this transaction's are the only ones a kill leaves
+    parts in. Any stream's error breaks the barrier, and every helper's part rolls back.
+    """
+    barrier = threading.Barrier(len(parts))
+    try:
+        helpers += [_start_helper(engine, version_id, part, features, progress, barrier) for part in parts[1:]]
+        _fill_part(cur, version_id, parts[0], features, progress, clock)
+        invalid = validity.result() if validity is not None else None
+        barrier.wait()
+    except BaseException as error:
+        barrier.abort()
+        failed = _helper_error(helpers)
+        if isinstance(error, threading.BrokenBarrierError) and failed is not None:
+            raise failed from None  # a helper's error is this write's error
+        raise
+    failed = _helper_error(helpers)  # each helper has committed, or failed to
+    if failed is not None:
+        raise failed
+    return invalid
 
 
 def copy_streams(rows: int) -> int:

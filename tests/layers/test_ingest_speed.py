@@ -79,6 +79,7 @@ def test_rows_round_trip_across_chunks(empty_store, settings, small_chunks, stre
     frame = tricky_frame(101)
     minor = load_catalogue().minor("2301")
     report = load_frame(empty_store, settings, frame, minor=minor, source_name="tricky", checksum="x")
+    assert len(version_parts(empty_store, report.version_id)) == (0 if streams == 1 else 2)
     stored = stored_rows(empty_store, report.version_id)
     assert sorted(stored) == sorted(frame["fid"].tolist())
     for row in frame.itertuples(index=False):
