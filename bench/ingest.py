@@ -60,7 +60,12 @@ from bench.common import (  # noqa: E402
     write_results,
 )
 from layers.catalogue import load_catalogue  # noqa: E402
-from layers.ingest import load_frame, load_layer  # noqa: E402
+from layers.ingest import (  # noqa: E402
+    load_frame,
+    load_layer,
+    validity,  # noqa: E402
+)
+from layers.ingest import wkb as wkb_  # noqa: E402
 from layers.ingest.copy_rows import copy_rows  # noqa: E402
 from layers.ingest.prepare import (  # noqa: E402
     GeometryRepair,
@@ -69,10 +74,10 @@ from layers.ingest.prepare import (  # noqa: E402
     check_geometries,
     feature_ids,
     prepare_features,
-    to_storage_crs,
+    reproject,
+    storage_crs_transform,
 )
-from layers.ingest.sources import open_source, read_source  # noqa: E402
-from layers.ingest.validity import star_shaped_rings  # noqa: E402
+from layers.ingest.sources import PlanFeatures, file_sha256, open_source, read_features  # noqa: E402
 from layers.ingest.write import NewVersion, write_version  # noqa: E402
 
 LAYER = "2301"  # ecological red line: polygons, one enumerated and one free-text attribute
@@ -165,10 +170,11 @@ def run_pgdump(conninfo: str, frame: gpd.GeoDataFrame) -> None:
 
 def write_unvalidated(engine: sa.Engine, frame: gpd.GeoDataFrame, minor) -> None:
     """blueprint's writer without the validity check: the binary COPY floor of this machine."""
-    fids, geoms, attributes = prepare_features(frame, minor=minor, report=PrepareReport())
+    fids, wkb, attributes = prepare_features(PlanFeatures.from_frame(frame), minor=minor, srid=SRID,
+                                             crs_override=None, report=PrepareReport())
     new = NewVersion(layer_code=LAYER, source_name="bench", source_checksum="bench", source_crs="EPSG:4548",
                      srid=SRID, valid_from=None, report={}, coverage_wkb=None)
-    write_version(engine, new, fids=fids, attributes=attributes, geoms=geoms)
+    write_version(engine, new, fids=fids, attributes=attributes, wkb=wkb)
 
 
 def check_loaded(engine: sa.Engine, engine_name: str, expected_rows: int, expected_area: float) -> None:
@@ -218,22 +224,23 @@ def profile(engine: sa.Engine, settings, parquet: Path, repeat: int) -> dict:
     for _ in range(repeat):
         reset(engine)
         t = start = time.perf_counter()
-        source = open_source(parquet)
-        t = lap("open_and_sha256", t)
-        frame = read_source(source)
+        checksum = file_sha256(parquet)  # the pipeline computes it while reading
+        t = lap("sha256", t)
+        features = read_features(open_source(parquet))
         t = lap("read_geoparquet", t)
         report = PrepareReport()
-        frame = to_storage_crs(frame, srid=SRID, crs_override=None, report=report)
-        fids = feature_ids(frame)
+        transformer = storage_crs_transform(features.crs, srid=SRID, crs_override=None, report=report)
+        fids = feature_ids(features.attributes, features.fids)
         t = lap("crs_and_fids", t)
-        geoms = check_geometries(frame, minor=minor, fids=fids, report=report)
+        wkb = reproject(check_geometries(features.geometry, minor=minor, fids=fids), transformer,
+                        report=report, srid=SRID)
         t = lap("cheap_geometry_checks", t)
-        attributes = check_attributes(frame, minor=minor, fids=fids, report=report)
+        attributes = check_attributes(features.attributes, minor=minor, fids=fids, report=report)
         lap("check_attributes", t)
-        new = NewVersion(layer_code=LAYER, source_name=parquet.name, source_checksum=source.checksum,
+        new = NewVersion(layer_code=LAYER, source_name=parquet.name, source_checksum=checksum,
                          source_crs=report.source_crs, srid=SRID, valid_from=None, report={}, coverage_wkb=None)
         timings: dict[str, float] = {}
-        write_version(engine, new, fids=fids, attributes=attributes, geoms=geoms,
+        write_version(engine, new, fids=fids, attributes=attributes, wkb=wkb,
                       repair=GeometryRepair(minor=minor, report=report), timings=timings)
         for name in ("copy", "index", "parts", "repair", "commit"):
             stages.setdefault(f"write_{name}", []).append(timings[name])
@@ -241,12 +248,13 @@ def profile(engine: sa.Engine, settings, parquet: Path, repeat: int) -> dict:
     medians = {name: round(float(np.median(v)), 4) for name, v in stages.items()}
 
     floor: dict[str, float] = {}
-    geoms_all = np.asarray(frame.geometry.values)
-    wkb_all = shapely.to_wkb(geoms_all, byte_order=1)
+    wkb_all = shapely.to_wkb(wkb_.objects(wkb), byte_order=1)
+    geoms_all = shapely.from_wkb(wkb_all)
     for name, fn in {"shapely_is_valid_1_thread": lambda: shapely.is_valid(geoms_all),
-                     "star_shaped_proof": lambda: star_shaped_rings(geoms_all),
-                     "copy_rows": lambda: copy_rows(1, fids, attributes, geoms_all),
-                     "shapely_to_wkb": lambda: shapely.to_wkb(geoms_all, byte_order=1),
+                     "validity_is_valid": lambda: validity.is_valid(wkb, threads=1),
+                     "wkb_total_bounds": lambda: wkb_.total_bounds(wkb),
+                     "copy_rows": lambda: copy_rows(1, fids, attributes, wkb),
+                     "wkb_array_from_shapely": lambda: wkb_.wkb_array(geoms_all),
                      "shapely_from_wkb": lambda: shapely.from_wkb(wkb_all)}.items():
         runs = []
         for _ in range(repeat):
@@ -255,10 +263,11 @@ def profile(engine: sa.Engine, settings, parquet: Path, repeat: int) -> dict:
             runs.append(time.perf_counter() - t)
         floor[name] = round(float(np.median(runs)), 4)
     return {"stages_s": medians, "single_thread_s": floor,
-            "note": "stages run one after another; write_copy includes the row encoding (copy_rows), "
-                    "overlapped with the server parsing the COPY; validity (star_shaped_proof, then GEOS for "
-                    "what it cannot prove) runs in the background through write_copy and write_index, "
-                    "write_repair is the wait for it (and any repairs)"}
+            "note": "stages run one after another (the pipeline computes sha256 while reading); write_copy "
+                    "includes the row encoding (copy_rows), overlapped with the server parsing the COPY; "
+                    "validity (validity_is_valid: the star-shaped proof on coordinates read off the WKB, then "
+                    "GEOS for what it cannot prove) and the extent run in the background through write_copy "
+                    "and write_index; write_parts includes the wait for them"}
 
 
 # --- main ---------------------------------------------------------------------------------------

@@ -5,16 +5,13 @@ each field is its length and its bytes. Encoding 100,000 features one Python obj
 (``shapely.to_wkb``, ``DataFrame.to_json``, a ``bytes.join`` of 400,000 parts) cost ~0.5 s holding
 the GIL, a third of a whole load. Here every piece is a whole-chunk array:
 
-- the WKB of points, linestrings and polygons without holes (nearly every plan feature) is written
-  from ``shapely.get_coordinates`` with numpy headers, no geometry objects touched again; anything
-  else (holes, multi-part) comes from ``shapely.to_wkb`` and is put back in order;
+- the geometries come as one Arrow array of WKB (``layers.ingest.wkb``), copied as they are;
 - each attribute column becomes one array of JSON values (numbers by orjson on the numpy array,
   text quoted by Arrow, the rare text needing escapes by orjson);
 - Arrow's ``binary_join_element_wise`` interleaves the fixed-width row heads, the JSON pieces and
   the WKB into one contiguous buffer, without the GIL.
 
-0.13–0.18 s per 100,000 40-vertex polygons on our 2-core VM (``bench/ingest.py`` profile,
-``copy_rows``). ``tests/layers/test_ingest_speed.py`` checks the
+``bench/ingest.py`` profiles it (``copy_rows``); ``tests/layers/test_ingest_speed.py`` checks the
 layout field by field and the round trip through PostGIS.
 """
 
@@ -25,41 +22,35 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import shapely
 
 from layers.errors import InvalidInput
+from layers.ingest.wkb import BINARY, fixed_width, values_buffer
 
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension length
 COPY_TRAILER = b"\xff\xff"
-BINARY = pa.large_binary()
 # What precedes a row's props: field count; int4 version_id; int8 fid; jsonb length and format version.
 _ROW_HEAD = np.dtype([("fields", ">i2"), ("version_len", ">i4"), ("version_id", ">i4"), ("fid_len", ">i4"),
                       ("fid", ">i8"), ("props_len", ">i4"), ("jsonb_format", "u1")])
-# Little-endian WKB headers: byte order, type, then the counts before the coordinates.
-_WKB_HEADS = {
-    0: (1, np.dtype([("order", "u1"), ("type", "<u4")])),  # Point
-    1: (2, np.dtype([("order", "u1"), ("type", "<u4"), ("points", "<u4")])),  # LineString
-    3: (3, np.dtype([("order", "u1"), ("type", "<u4"), ("rings", "<u4"), ("points", "<u4")])),  # Polygon
-}
 _ESCAPED = r'["\\\x00-\x1f]'  # what JSON strings cannot hold as is
 
 
-def copy_rows(version_id: int, fids: np.ndarray, attributes: pd.DataFrame, geoms: np.ndarray) -> pa.Buffer:
+def copy_rows(version_id: int, fids: np.ndarray, attributes: pd.DataFrame, wkb: pa.LargeBinaryArray) -> pa.Buffer:
     """The binary COPY rows ``(version_id, fid, props, geom)`` of a chunk (no header or trailer).
 
-    ``geom`` is plain 2D WKB: the server gives it the SRID of the column's type modifier.
+    ``wkb`` is 2D WKB (see ``layers.ingest.wkb``): the server gives it the SRID of the column's
+    type modifier.
 
     Examples
     --------
-    >>> data = copy_rows(7, np.array([1]), pd.DataFrame(index=[0]), np.array([shapely.Point(1, 2)]))
+    >>> point = pa.array([bytes.fromhex("0101000000000000000000f03f0000000000000040")], pa.large_binary())
+    >>> data = copy_rows(7, np.array([1]), pd.DataFrame(index=[0]), point)
     >>> data.size == 27 + 2 + 4 + 21
     True
     """
     n = len(fids)
-    if len(attributes) != n or len(geoms) != n:
-        raise ValueError(f"{n} fids but {len(attributes)} attribute rows and {len(geoms)} geometries")
+    if len(attributes) != n or len(wkb) != n:
+        raise ValueError(f"{n} fids but {len(attributes)} attribute rows and {len(wkb)} geometries")
     props = json_object_pieces(attributes)
-    wkb = wkb_array(geoms)
     head = np.empty(n, _ROW_HEAD)
     head["fields"] = 4
     head["version_len"] = 4
@@ -69,55 +60,9 @@ def copy_rows(version_id: int, fids: np.ndarray, attributes: pd.DataFrame, geoms
     head["props_len"] = _joined_length(props, n) + 1
     head["jsonb_format"] = 1
     geom_len = pc.binary_length(wkb).to_numpy().astype(">i4")
-    rows = pc.binary_join_element_wise(_fixed_width(head), *props, _fixed_width(geom_len), wkb,
+    rows = pc.binary_join_element_wise(fixed_width(head), *props, fixed_width(geom_len), wkb,
                                        pa.scalar(b"", BINARY))
-    return _values_buffer(rows)
-
-
-def wkb_array(geoms: np.ndarray) -> pa.LargeBinaryArray:
-    """Little-endian 2D WKB of each geometry, as one Arrow array.
-
-    Examples
-    --------
-    >>> geoms = np.array([shapely.box(0, 0, 1, 1), shapely.MultiPoint([(0, 0), (1, 1)])])
-    >>> wkb_array(geoms).to_pylist() == shapely.to_wkb(geoms, byte_order=1, output_dimension=2).tolist()
-    True
-    """
-    type_ids = shapely.get_type_id(geoms)
-    simple = np.isin(type_ids, list(_WKB_HEADS))
-    simple[type_ids == 3] &= shapely.get_num_interior_rings(geoms[type_ids == 3]) == 0
-    groups: list[tuple[np.ndarray, pa.Array]] = []
-    for type_id in np.unique(type_ids[simple]).tolist():
-        where = np.flatnonzero(simple & (type_ids == type_id))
-        groups.append((where, _simple_wkb(geoms[where], type_id)))
-    rest = np.flatnonzero(~simple)
-    if len(rest):
-        wkb = shapely.to_wkb(geoms[rest], byte_order=1, output_dimension=2)
-        groups.append((rest, pa.array(wkb.tolist(), BINARY)))
-    if len(groups) == 1:
-        return groups[0][1]
-    # Back in the geometries' order: position i of the concatenation holds geometry order[i].
-    order = np.concatenate([where for where, _ in groups])
-    return pa.concat_arrays([array for _, array in groups]).take(pa.array(np.argsort(order, kind="stable")))
-
-
-def _simple_wkb(geoms: np.ndarray, type_id: int) -> pa.Array:
-    """WKB of single-part geometries of one type (polygons with one ring) from their coordinates."""
-    wkb_type, dtype = _WKB_HEADS[type_id]
-    coords = shapely.get_coordinates(geoms).astype("<f8", copy=False)
-    counts = shapely.get_num_coordinates(geoms)
-    head = np.empty(len(geoms), dtype)
-    head["order"] = 1
-    head["type"] = wkb_type
-    if type_id == 3:
-        head["rings"] = 1
-    if type_id != 0:
-        head["points"] = counts
-    offsets = np.zeros(len(geoms) + 1, np.int64)
-    np.cumsum(counts * 16, out=offsets[1:])
-    points = pa.LargeBinaryArray.from_buffers(BINARY, len(geoms), [None, pa.py_buffer(offsets),
-                                                                    pa.py_buffer(coords)])
-    return pc.binary_join_element_wise(_fixed_width(head), points, pa.scalar(b"", BINARY))
+    return values_buffer(rows)
 
 
 def json_object_pieces(attributes: pd.DataFrame) -> list[pa.Array | pa.Scalar]:
@@ -196,14 +141,6 @@ def _json_default(value: object) -> object:
     return str(value)
 
 
-def _fixed_width(records: np.ndarray) -> pa.Array:
-    """A numpy array of fixed-width records as a binary array, one element per record, no copy."""
-    width = records.dtype.itemsize
-    offsets = np.arange(len(records) + 1, dtype=np.int64) * width
-    return pa.LargeBinaryArray.from_buffers(BINARY, len(records), [None, pa.py_buffer(offsets),
-                                                                    pa.py_buffer(np.ascontiguousarray(records))])
-
-
 def _joined_length(pieces: list[pa.Array | pa.Scalar], n: int) -> np.ndarray:
     total = np.zeros(n, np.int64)
     for piece in pieces:
@@ -212,9 +149,3 @@ def _joined_length(pieces: list[pa.Array | pa.Scalar], n: int) -> np.ndarray:
         else:
             total += pc.binary_length(piece).to_numpy()
     return total
-
-
-def _values_buffer(array: pa.Array) -> pa.Buffer:
-    """The concatenated values of a binary array: its data buffer between the first and last offsets."""
-    offsets = np.frombuffer(array.buffers()[1], np.int64)[array.offset:array.offset + len(array) + 1]
-    return array.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))

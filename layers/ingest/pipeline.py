@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,14 +19,8 @@ from sqlalchemy.engine import Engine
 from layers import db, store
 from layers.catalogue import Catalogue, Minor, load_catalogue
 from layers.errors import InvalidInput
-from layers.ingest.prepare import (
-    GeometryRepair,
-    PrepareReport,
-    parse_crs,
-    prepare_features,
-    to_storage_crs,
-)
-from layers.ingest.sources import file_sha256, open_raster_source, open_source, read_source
+from layers.ingest.prepare import GeometryRepair, PrepareReport, parse_crs, prepare_features
+from layers.ingest.sources import PlanFeatures, file_sha256, open_raster_source, open_source, read_features
 from layers.ingest.write import NewVersion, Progress, write_raster_version, write_version
 from layers.settings import Settings
 
@@ -101,17 +96,20 @@ def load_layer(engine: Engine, settings: Settings, *, path: str | Path, layer_co
     timings: dict[str, float] = {}
     started = time.perf_counter()
     source = open_source(path)
-    if not force:
-        unchanged = _unchanged_report(engine, minor.code, source.checksum, source.path.name)
-        if unchanged is not None:
-            return unchanged
-    frame = read_source(source, source_layer=source_layer)
+    # The checksum (~0.1 s for 70 MB) is computed while the file is read: hashlib releases the GIL.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="checksum") as pool:
+        checksum = pool.submit(file_sha256, source.path)
+        features = read_features(source, source_layer=source_layer)
+        if not force:
+            unchanged = _unchanged_report(engine, minor.code, checksum.result(), source.path.name)
+            if unchanged is not None:
+                return unchanged
     timings["read"] = time.perf_counter() - started
     if progress:
-        progress("read", len(frame), len(frame))
-    return load_frame(engine, settings, frame, minor=minor, source_name=source.path.name,
-                      checksum=source.checksum, crs=crs, coverage=coverage, valid_from=valid_from,
-                      progress=progress, timings=timings)
+        progress("read", len(features.attributes), len(features.attributes))
+    return load_features(engine, settings, features, minor=minor, source_name=source.path.name,
+                         checksum=checksum.result(), crs=crs, coverage=coverage, valid_from=valid_from,
+                         progress=progress, timings=timings)
 
 
 def _unchanged_report(engine: Engine, code: str, checksum: str, source_name: str) -> LoadReport | None:
@@ -125,23 +123,31 @@ def _unchanged_report(engine: Engine, code: str, checksum: str, source_name: str
 
 
 def load_frame(engine: Engine, settings: Settings, frame: gpd.GeoDataFrame, *, minor: Minor,
-               source_name: str, checksum: str, crs: str | None = None,
-               coverage: shapely.Geometry | None = None, valid_from: str | None = None,
-               progress: Progress | None = None,
-               timings: dict[str, float] | None = None) -> LoadReport:
-    """Load an in-memory frame as a new version (the path platform-made layers take too)."""
+               source_name: str, checksum: str, **options) -> LoadReport:
+    """Load an in-memory frame as a new version (the path platform-made layers take); ``options``
+    as for ``load_features``."""
+    return load_features(engine, settings, PlanFeatures.from_frame(frame), minor=minor,
+                         source_name=source_name, checksum=checksum, **options)
+
+
+def load_features(engine: Engine, settings: Settings, features: PlanFeatures, *, minor: Minor,
+                  source_name: str, checksum: str, crs: str | None = None,
+                  coverage: shapely.Geometry | None = None, valid_from: str | None = None,
+                  progress: Progress | None = None,
+                  timings: dict[str, float] | None = None) -> LoadReport:
+    """Check, prepare and write read features as a new version of ``minor``'s layer."""
     timings = timings if timings is not None else {}
-    if len(frame) == 0:
+    count = len(features.attributes)
+    if count == 0:
         raise InvalidInput(f"{source_name} has no features")
     started = time.perf_counter()
     report = PrepareReport()
     srid = settings.storage.storage_srid
-    frame = to_storage_crs(frame, srid=srid, crs_override=crs, report=report)
     # Validity and repair run during the write, beside the COPY (see write_version).
-    fids, geoms, attributes = prepare_features(frame, minor=minor, report=report)
+    fids, wkb, attributes = prepare_features(features, minor=minor, srid=srid, crs_override=crs, report=report)
     timings["prepare"] = time.perf_counter() - started
     if progress:
-        progress("prepare", len(frame), len(frame))
+        progress("prepare", count, count)
 
     started = time.perf_counter()
     new = NewVersion(
@@ -151,7 +157,7 @@ def load_frame(engine: Engine, settings: Settings, frame: gpd.GeoDataFrame, *, m
                 "reprojected": report.reprojected, "extra_attributes": report.extra_attributes},
         coverage_wkb=_coverage_wkb(coverage),
     )
-    version_id, version = write_version(engine, new, fids=fids, attributes=attributes, geoms=geoms,
+    version_id, version = write_version(engine, new, fids=fids, attributes=attributes, wkb=wkb,
                                         repair=GeometryRepair(minor=minor, report=report), progress=progress)
     timings["write"] = time.perf_counter() - started
     return LoadReport(

@@ -12,13 +12,16 @@ from dataclasses import dataclass, field
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import shapely
-from pyproj import CRS
+from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
 
 from layers.catalogue import Attribute, Minor
 from layers.errors import InvalidInput
 from layers.ingest import validity
+from layers.ingest import wkb as wkb_
+from layers.ingest.sources import PlanFeatures
 
 ALLOWED_TYPES = {
     "polygon": {"Polygon", "MultiPolygon"},
@@ -49,50 +52,91 @@ def parse_crs(text: str) -> CRS:
         raise InvalidInput(f"unknown CRS {text!r}; give it as EPSG:XXXX") from None
 
 
-def to_storage_crs(frame: gpd.GeoDataFrame, *, srid: int, crs_override: str | None,
-                   report: PrepareReport) -> gpd.GeoDataFrame:
-    """Put the frame in the storage CRS, transforming with pyproj where needed."""
+def storage_crs_transform(crs: CRS | None, *, srid: int, crs_override: str | None,
+                          report: PrepareReport) -> Transformer | None:
+    """The transformer from the data's CRS (``crs_override`` when given) to the storage CRS; None
+    when they are the same. Records the source CRS in ``report``."""
     if crs_override:
-        source = parse_crs(crs_override)
-        frame = frame.set_crs(source, allow_override=True)
-    elif frame.crs is None:
+        crs = parse_crs(crs_override)
+    elif crs is None:
         raise InvalidInput("the file has no CRS: give one with --crs EPSG:XXXX")
-    source = CRS.from_user_input(frame.crs)
+    source = CRS.from_user_input(crs)
     report.source_crs = source.to_string()
     target = CRS.from_epsg(srid)
     if source.equals(target, ignore_axis_order=True):
-        return frame.set_crs(target, allow_override=True)
+        return None
     report.reprojected = True
-    out = frame.to_crs(target)
-    if not np.isfinite(shapely.get_coordinates(out.geometry.values)).all():
-        raise InvalidInput(f"some coordinates cannot be transformed from {report.source_crs} "
-                           f"to EPSG:{srid}: is --crs right?")
+    return Transformer.from_crs(source, target, always_xy=True)
+
+
+def to_storage_crs(frame: gpd.GeoDataFrame, *, srid: int, crs_override: str | None,
+                   report: PrepareReport) -> gpd.GeoDataFrame:
+    """A frame in the storage CRS (for the site and preview readers; ingest reprojects WKB)."""
+    transformer = storage_crs_transform(CRS.from_user_input(frame.crs) if frame.crs is not None else None,
+                                        srid=srid, crs_override=crs_override, report=report)
+    target = CRS.from_epsg(srid)
+    if transformer is None:
+        return frame.set_crs(target, allow_override=True)
+    out = frame.set_crs(report.source_crs, allow_override=True).to_crs(target)
+    _check_finite(shapely.get_coordinates(out.geometry.values), report, srid)
     return out
 
 
-def prepare_features(frame: gpd.GeoDataFrame, *, minor: Minor,
-                     report: PrepareReport) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """``(fids, geoms, attributes)`` of a frame already in the storage CRS: ids, the cheap geometry
-    checks and the attribute schema (validity runs later, beside the COPY)."""
-    fids = feature_ids(frame)
-    geoms = check_geometries(frame, minor=minor, fids=fids, report=report)
-    return fids, geoms, check_attributes(frame, minor=minor, fids=fids, report=report)
+def reproject(wkb: pa.LargeBinaryArray, transformer: Transformer | None, *, report: PrepareReport,
+              srid: int) -> pa.LargeBinaryArray:
+    """WKB geometries through ``transformer`` (None: unchanged); every coordinate must land."""
+    if transformer is None:
+        return wkb
+    moved = wkb_.transform(wkb, transformer.transform)
+    _check_finite(np.array(wkb_.total_bounds(moved)), report, srid)
+    return moved
 
 
-def check_geometries(frame: gpd.GeoDataFrame, *, minor: Minor, fids: np.ndarray,
-                     report: PrepareReport) -> np.ndarray:
-    """Check and repair geometries; return the geometry array to store.
+def _check_finite(coordinates: np.ndarray, report: PrepareReport, srid: int) -> None:
+    if not np.isfinite(coordinates).all():
+        raise InvalidInput(f"some coordinates cannot be transformed from {report.source_crs} "
+                           f"to EPSG:{srid}: is --crs right?")
 
-    Empty or missing geometries and geometries of the wrong kind are errors: nothing is dropped
-    silently. Invalid geometries are repaired with ``make_valid`` and reported. Z and M values
-    are dropped (storage is 2D).
+
+def prepare_features(features: PlanFeatures, *, minor: Minor, srid: int, crs_override: str | None,
+                     report: PrepareReport) -> tuple[np.ndarray, pa.LargeBinaryArray, pd.DataFrame]:
+    """``(fids, wkb, attributes)`` to store: ids, geometries checked, as 2D WKB in the storage CRS,
+    and attributes checked against the catalogue (validity runs later, beside the COPY)."""
+    transformer = storage_crs_transform(features.crs, srid=srid, crs_override=crs_override, report=report)
+    fids = feature_ids(features.attributes, features.fids)
+    wkb = check_geometries(features.geometry, minor=minor, fids=fids)
+    wkb = reproject(wkb, transformer, report=report, srid=srid)
+    return fids, wkb, check_attributes(features.attributes, minor=minor, fids=fids, report=report)
+
+
+def check_geometries(geometry: pa.Array | np.ndarray, *, minor: Minor, fids: np.ndarray) -> pa.LargeBinaryArray:
+    """Check geometries (WKB, or shapely objects) and return them as 2D little-endian WKB.
+
+    Missing, empty or unreadable geometries and geometries of the wrong kind are errors: nothing
+    is dropped silently. Z and M values are dropped (storage is 2D). One-ring polygons read from
+    WKB are checked from their heads (``wkb.plain_rings``); only the others are decoded.
 
     Validity itself is not checked here: ``write_version(repair=GeometryRepair(...))`` runs it
     while the COPY and the index build run on the server.
     """
-    geoms = np.asarray(frame.geometry.values, dtype=object)
-    if (shapely.has_z(geoms) | shapely.has_m(geoms)).any():  # force_2d copies every geometry
-        geoms = shapely.force_2d(geoms)
+    if isinstance(geometry, np.ndarray):
+        return wkb_.wkb_array(_checked_objects(geometry, minor=minor, fids=fids))
+    wkb = wkb_.as_wkb_array(geometry)
+    plain = wkb_.plain_rings(wkb) if minor.geometry_type == "polygon" else np.zeros(len(wkb), dtype=bool)
+    rest = np.flatnonzero(~plain)
+    if not len(rest):
+        return wkb
+    encoded = wkb_.take(wkb, rest)
+    decoded = shapely.from_wkb(encoded.to_numpy(zero_copy_only=False), on_invalid="ignore")
+    unreadable = shapely.is_missing(decoded) & ~encoded.is_null().to_numpy(zero_copy_only=False)
+    if unreadable.any():
+        raise InvalidInput(f"{int(unreadable.sum())} features have unreadable geometries "
+                           f"(fid {_examples(fids[rest][unreadable])})")
+    checked = _checked_objects(decoded, minor=minor, fids=fids[rest])
+    return wkb_.replace(wkb, rest, wkb_.wkb_array(checked))
+
+
+def _checked_objects(geoms: np.ndarray, *, minor: Minor, fids: np.ndarray) -> np.ndarray:
     missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
     if missing.any():
         raise InvalidInput(f"{int(missing.sum())} features have no geometry "
@@ -120,7 +164,7 @@ class GeometryRepair:
     >>> repair = GeometryRepair(minor=load_catalogue().minor("2301"), report=report)
     >>> bowtie = shapely.from_wkt("POLYGON ((0 0, 10 10, 10 0, 0 10, 0 0))")
     >>> geoms = np.array([shapely.box(0, 0, 1, 1), bowtie])
-    >>> bad = repair.invalid(geoms)
+    >>> bad = repair.invalid(wkb_.wkb_array(geoms))
     >>> fixed, repairs = repair.repair(geoms[bad], np.array([1, 2])[bad])
     >>> repair.record(repairs)
     >>> report.repaired, report.repairs[0]["fid"], fixed[0].geom_type
@@ -132,9 +176,9 @@ class GeometryRepair:
         self.report = report
 
     @staticmethod
-    def invalid(geoms: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+    def invalid(wkb: pa.LargeBinaryArray, *, threads: int | None = None) -> np.ndarray:
         """Positions of the invalid geometries (see ``layers.ingest.validity``; runs without the GIL)."""
-        return np.flatnonzero(~validity.is_valid(geoms, threads=threads))
+        return np.flatnonzero(~validity.is_valid(wkb, threads=threads))
 
     def repair(self, invalid: np.ndarray, fids: np.ndarray) -> tuple[np.ndarray, list[dict]]:
         """``make_valid`` versions of invalid geometries, kept to the layer's kind, and why each was
@@ -177,12 +221,16 @@ def _examples(values: np.ndarray, n: int = 5) -> str:
     return shown + (", …" if len(values) > n else "")
 
 
-def feature_ids(frame: gpd.GeoDataFrame) -> np.ndarray:
-    """The file's feature ids (a ``fid`` column when present, else 1..n); must be unique."""
-    column = next((c for c in frame.columns if str(c).lower() == "fid"), None)
-    if column is None:
-        return np.arange(1, len(frame) + 1, dtype=np.int64)
-    values = pd.to_numeric(frame[column], errors="coerce")
+def feature_ids(attributes: pd.DataFrame, file_fids: np.ndarray | None = None) -> np.ndarray:
+    """The features' ids: the file's own (a GeoPackage's primary key), else a ``fid`` column when
+    present, else 1..n; they must be unique whole numbers."""
+    column = next((c for c in attributes.columns if str(c).lower() == "fid"), None)
+    if file_fids is not None:
+        values = pd.Series(file_fids)
+    elif column is not None:
+        values = pd.to_numeric(attributes[column], errors="coerce")
+    else:
+        return np.arange(1, len(attributes) + 1, dtype=np.int64)
     if values.isna().any() or (values % 1 != 0).any():
         raise InvalidInput("the fid column holds values that are not whole numbers")
     fids = values.to_numpy(dtype=np.int64)
@@ -193,11 +241,12 @@ def feature_ids(frame: gpd.GeoDataFrame) -> np.ndarray:
 
 def check_attributes(frame: pd.DataFrame, *, minor: Minor, fids: np.ndarray,
                      report: PrepareReport) -> pd.DataFrame:
-    """Match columns to the catalogue schema (case-insensitively), check and coerce them.
+    """Match columns (geometry excluded) to the catalogue schema (case-insensitively), check and
+    coerce them.
 
     Returns the attribute frame to store: catalogue attributes first, then any extra columns.
     """
-    by_lower = {str(c).lower(): c for c in frame.columns if c != frame.geometry.name}
+    by_lower = {str(c).lower(): c for c in frame.columns}
     by_lower.pop("fid", None)
     out: dict[str, pd.Series] = {}
     for attr in minor.attributes:

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pyogrio
+from pyproj import CRS
 
 from layers.errors import InvalidInput
+from layers.ingest import wkb as wkb_
 
 VECTOR_SUFFIXES = {".gpkg", ".shp", ".geojson", ".json", ".fgb", ".parquet", ".geoparquet", ".zip"}
 ALLOWED_DRIVERS = {"GPKG", "ESRI Shapefile", "GeoJSON", "FlatGeobuf"}
@@ -27,7 +34,6 @@ class Source:
 
     path: Path
     gdal_path: str
-    checksum: str
     is_parquet: bool
 
 
@@ -115,8 +121,7 @@ def open_source(path_text: str | Path) -> Source:
             "(or zipped), GeoJSON, FlatGeobuf or GeoParquet"
         )
     gdal_path = _check_zip(path) if suffix == ".zip" else str(path)
-    return Source(path=path, gdal_path=gdal_path, checksum=file_sha256(path),
-                  is_parquet=suffix in {".parquet", ".geoparquet"})
+    return Source(path=path, gdal_path=gdal_path, is_parquet=suffix in {".parquet", ".geoparquet"})
 
 
 def open_raster_source(path_text: str | Path) -> Path:
@@ -127,30 +132,96 @@ def open_raster_source(path_text: str | Path) -> Path:
     return path
 
 
-def read_source(source: Source, *, source_layer: str | None = None) -> gpd.GeoDataFrame:
-    """Read the chosen layer of a checked source into a GeoDataFrame (CRS as in the file)."""
-    name = source.path.name
+@dataclass
+class PlanFeatures:
+    """What a plan holds, read but not yet checked.
+
+    ``geometry`` is WKB (one Arrow array, as files hold it) or shapely geometries (from a frame);
+    ``fids`` are the file's own feature ids where its format keeps them (a GeoPackage's primary
+    key), else None.
+    """
+
+    attributes: pd.DataFrame
+    geometry: pa.Array | np.ndarray
+    crs: CRS | None
+    fids: np.ndarray | None = None
+
+    @classmethod
+    def from_frame(cls, frame: gpd.GeoDataFrame) -> PlanFeatures:
+        return cls(attributes=pd.DataFrame(frame.drop(columns=frame.geometry.name)),
+                   geometry=np.asarray(frame.geometry.values, dtype=object),
+                   crs=CRS.from_user_input(frame.crs) if frame.crs is not None else None)
+
+    def to_frame(self) -> gpd.GeoDataFrame:
+        geometry = self.geometry if isinstance(self.geometry, np.ndarray) else wkb_.objects(self.geometry)
+        return gpd.GeoDataFrame(self.attributes, geometry=geometry, crs=self.crs)
+
+
+def read_features(source: Source, *, source_layer: str | None = None) -> PlanFeatures:
+    """Read the chosen layer of a checked source: attributes, geometries as WKB, CRS as in the file."""
     if source.is_parquet:
-        try:
-            return gpd.read_parquet(source.path)
-        except Exception as exc:  # pyarrow raises many types for corrupt files
-            raise InvalidInput(f"{name} is not a readable GeoParquet file ({_first_line(exc)})") from None
+        return _read_geoparquet(source.path)
+    name = source.path.name
     try:
         layers = pyogrio.list_layers(source.gdal_path)
-        info_driver = pyogrio.read_info(source.gdal_path, layer=source_layer or 0)["driver"]
+        info = pyogrio.read_info(source.gdal_path, layer=source_layer or 0)
     except Exception as exc:  # GDAL reports corrupt input through several exception types
         raise InvalidInput(f"{name} is not a readable vector file ({_first_line(exc)})") from None
-    if info_driver not in ALLOWED_DRIVERS:
-        raise InvalidInput(f"{name}: format {info_driver} is not accepted")
+    if info["driver"] not in ALLOWED_DRIVERS:
+        raise InvalidInput(f"{name}: format {info['driver']} is not accepted")
     names = [str(row[0]) for row in layers]
     if source_layer is None and len(names) > 1:
         raise InvalidInput(f"{name} has {len(names)} layers ({', '.join(names)}): choose one with --source-layer")
     if source_layer is not None and source_layer not in names:
         raise InvalidInput(f"{name} has no layer {source_layer!r} (it has: {', '.join(names)})")
+    fid_column = info.get("fid_column") or None  # only formats with real ids (GeoPackage) name one
     try:
-        return pyogrio.read_dataframe(source.gdal_path, layer=source_layer, use_arrow=True)
+        meta, table = pyogrio.read_arrow(source.gdal_path, layer=source_layer, return_fids=fid_column is not None)
+        geometry_name = meta["geometry_name"] or "wkb_geometry"
+        if geometry_name not in table.column_names:
+            raise InvalidInput(f"{name} has no geometry column")
+        fids = table.column(fid_column).to_numpy() if fid_column else None
+        attributes = _to_pandas(table.drop_columns([c for c in (geometry_name, fid_column) if c]))
+    except InvalidInput:
+        raise
     except Exception as exc:
         raise InvalidInput(f"{name} could not be read ({_first_line(exc)})") from None
+    crs = CRS.from_user_input(meta["crs"]) if meta["crs"] else None
+    return PlanFeatures(attributes=attributes, geometry=wkb_.as_wkb_array(table.column(geometry_name)),
+                        crs=crs, fids=fids)
+
+
+def _read_geoparquet(path: Path) -> PlanFeatures:
+    """A GeoParquet file; its WKB geometry column read as is (others through geopandas)."""
+    try:
+        table = pq.read_table(path)
+        geo = json.loads((table.schema.metadata or {})[b"geo"])
+        column = geo["primary_column"]
+        spec = geo["columns"][column]
+        if spec.get("encoding", "WKB").upper() != "WKB":  # GeoArrow-native encodings
+            return PlanFeatures.from_frame(gpd.read_parquet(path))
+        # No "crs" means OGC:CRS84 (GeoParquet spec); null means unknown.
+        crs_spec = spec.get("crs", "OGC:CRS84")
+        crs = None if crs_spec is None else (
+            CRS.from_json_dict(crs_spec) if isinstance(crs_spec, dict) else CRS.from_user_input(crs_spec))
+    except Exception as exc:  # pyarrow and pyproj raise many types for corrupt files
+        raise InvalidInput(f"{path.name} is not a readable GeoParquet file ({_first_line(exc)})") from None
+    covering = [c for c in {path[0] for path in spec.get("covering", {}).get("bbox", {}).values()}
+                if c in table.column_names and c != column]  # GeoParquet 1.1's per-row bounding boxes
+    attributes = _to_pandas(table.drop_columns([column, *covering]))
+    return PlanFeatures(attributes=attributes, geometry=wkb_.as_wkb_array(table.column(column)), crs=crs)
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    try:
+        return table.to_pandas()
+    except UnicodeDecodeError:
+        raise InvalidInput("the file's text is not UTF-8 (for a Shapefile, add a .cpg naming its encoding)") from None
+
+
+def read_source(source: Source, *, source_layer: str | None = None) -> gpd.GeoDataFrame:
+    """Read the chosen layer of a checked source into a GeoDataFrame (CRS as in the file)."""
+    return read_features(source, source_layer=source_layer).to_frame()
 
 
 def _first_line(exc: BaseException) -> str:

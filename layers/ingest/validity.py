@@ -26,52 +26,51 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pyarrow as pa
 import shapely
+
+from layers.ingest import wkb as wkb_
 
 MIN_TURN = 1e-9  # radians: smaller turns could have their sign flipped by rounding
 MIN_REACH = 1e-6  # of the coordinates' magnitude: a vertex nearer c than that is left to GEOS
-# Polygons per numpy pass: the dozen temporary arrays of a pass then stay in the CPU's cache.
-# 100k 41-vertex polygons: 0.20 CPU-s in passes of 65,536, 0.10 s of 4,096, 0.09 s of 1,024.
-CHUNK = 4_096
 PARALLEL_MIN = 5_000  # below this, starting threads costs more than it saves
 
 
-def is_valid(geoms: np.ndarray, *, threads: int | None = None) -> np.ndarray:
-    """``shapely.is_valid`` of each geometry, proving the star-shaped polygons without GEOS.
+def is_valid(wkb: pa.LargeBinaryArray, *, threads: int | None = None) -> np.ndarray:
+    """``shapely.is_valid`` of each WKB geometry, proving the star-shaped one-ring polygons from
+    their coordinates (``layers.ingest.wkb``), without GEOS.
 
     Examples
     --------
     >>> bowtie = shapely.from_wkt("POLYGON ((0 0, 1 1, 1 0, 0 1, 0 0))")
-    >>> is_valid(np.array([shapely.box(0, 0, 1, 1), bowtie, shapely.Point(0, 0)])).tolist()
+    >>> is_valid(wkb_.wkb_array(np.array([shapely.box(0, 0, 1, 1), bowtie, shapely.Point(0, 0)]))).tolist()
     [True, False, True]
     """
-    valid = np.zeros(len(geoms), dtype=bool)
-    single_ring = np.flatnonzero(shapely.get_type_id(geoms) == 3)
-    single_ring = single_ring[(shapely.get_num_interior_rings(geoms[single_ring]) == 0)
-                              & (shapely.get_num_coordinates(geoms[single_ring]) >= 4)]
-    for start in range(0, len(single_ring), CHUNK):
-        where = single_ring[start:start + CHUNK]
-        valid[where] = star_shaped_rings(geoms[where])
+    valid = np.zeros(len(wkb), dtype=bool)
+    for where, xy, counts in wkb_.ring_chunks(wkb, np.flatnonzero(wkb_.plain_rings(wkb))):
+        valid[where] = star_shaped_rings(xy, counts)
     rest = np.flatnonzero(~valid)
-    valid[rest] = geos_is_valid(geoms[rest], threads=threads)
+    if len(rest):
+        valid[rest] = geos_is_valid(wkb_.objects(wkb_.take(wkb, rest)), threads=threads)
     return valid
 
 
-def star_shaped_rings(polygons: np.ndarray) -> np.ndarray:
-    """For polygons without holes, of 4 or more coordinates: True where the proof above shows the
-    ring simple (False: unknown).
+def star_shaped_rings(xy: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """For rings given by their coordinates ``xy`` (ring after ring, each closed, of 4 or more
+    points; ``counts`` points each, see ``wkb.ring_coordinates``): True where the proof above shows
+    the ring simple (False: unknown).
 
     Examples
     --------
     >>> pentagram = shapely.Polygon([(np.cos(a), np.sin(a)) for a in np.arange(5) * 4 * np.pi / 5])
-    >>> star_shaped_rings(np.array([shapely.box(0, 0, 2, 1), pentagram])).tolist()
+    >>> rings = wkb_.wkb_array(np.array([shapely.box(0, 0, 2, 1), pentagram]))
+    >>> star_shaped_rings(*wkb_.ring_coordinates(rings)).tolist()
     [True, False]
     """
-    n = len(polygons)
+    n = len(counts)
     if n == 0:
         return np.zeros(0, dtype=bool)
-    x, y = shapely.get_coordinates(polygons).T.copy()  # contiguous columns: every pass below is linear
-    counts = shapely.get_num_coordinates(polygons)
+    x, y = xy.T.copy()  # contiguous columns: every pass below is linear
     starts = np.zeros(n, np.int64)
     np.cumsum(counts[:-1], out=starts[1:])
     # c: the mean of the vertices, the closing one left out so that no corner counts twice.

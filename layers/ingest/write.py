@@ -23,7 +23,8 @@ a part behind: unattached, never seen by readers, and dropped by the next load
 Each stream is encoded chunk by chunk (``copy_rows``, column-wise) in a worker thread while the
 server parses the chunk before. Given a ``repair``, geometry validity (``validity.is_valid``,
 without the GIL) runs in the background beside the COPY and the index build instead of before
-them; the few invalid geometries it finds are repaired and updated in place before the commit.
+them, and so does the extent; the few invalid geometries it finds are repaired and updated in
+place before the commit.
 Each chunk is sent in one blocking libpq call that releases the GIL (``_BlockingWriter``):
 psycopg's default writer needs the GIL again every 128 kB, and with the encoder holding it the
 server sat idle half the time.
@@ -44,12 +45,14 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 import psycopg
+import pyarrow as pa
 import shapely
 from psycopg.abc import Buffer
 from psycopg.copy import LibpqWriter
 from sqlalchemy.engine import Engine
 
 from layers import db
+from layers.ingest import wkb as wkb_
 from layers.ingest.copy_rows import COPY_HEADER, COPY_TRAILER, copy_rows
 
 FIRST_CHUNK_ROWS = 2_048  # small, so that the server starts parsing early
@@ -63,6 +66,7 @@ ROWS_PER_STREAM = 25_000
 PART_LOCK_SPACE = 0x6C6F6164  # advisory lock (space, version id): held while a version is being written
 
 Progress = Callable[[str, int, int], None]
+Rows = tuple[np.ndarray, pd.DataFrame, pa.LargeBinaryArray]  # fids, attributes, WKB
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ class _BlockingWriter(LibpqWriter):
 class Repair(Protocol):
     """Validity and repair of the geometries being written (``prepare.GeometryRepair`` is one)."""
 
-    def invalid(self, geoms: np.ndarray) -> np.ndarray: ...  # positions of the invalid geometries
+    def invalid(self, wkb: pa.LargeBinaryArray) -> np.ndarray: ...  # positions of the invalid geometries
 
     def repair(self, invalid: np.ndarray, fids: np.ndarray) -> tuple[np.ndarray, list[dict]]: ...
 
@@ -120,10 +124,11 @@ class Repair(Protocol):
 
 
 def encoded_chunks(version_id: int, fids: np.ndarray, attributes: pd.DataFrame,
-                   geoms: np.ndarray) -> Iterator[tuple[int, Buffer]]:
+                   wkb: pa.LargeBinaryArray) -> Iterator[tuple[int, Buffer]]:
     """(rows, COPY bytes) per chunk, in order, encoded in a worker thread ahead of the consumer."""
     def encode(start: int, stop: int) -> tuple[int, Buffer]:
-        return stop - start, copy_rows(version_id, fids[start:stop], attributes.iloc[start:stop], geoms[start:stop])
+        return stop - start, copy_rows(version_id, fids[start:stop], attributes.iloc[start:stop],
+                                       wkb.slice(start, stop - start))
 
     # One worker, ahead of the thread that sends.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy-encode") as pool:
@@ -141,15 +146,15 @@ def encoded_chunks(version_id: int, fids: np.ndarray, attributes: pd.DataFrame,
 
 
 def write_version(engine: Engine, new: NewVersion, *, fids: np.ndarray, attributes: pd.DataFrame,
-                  geoms: np.ndarray, repair: Repair | None = None, progress: Progress | None = None,
+                  wkb: pa.LargeBinaryArray, repair: Repair | None = None, progress: Progress | None = None,
                   timings: dict[str, float] | None = None, streams: int | None = None) -> tuple[int, int]:
     """Store a new version of a vector layer and make it current, atomically.
 
     Parameters
     ----------
     engine : the database; the write takes one pooled connection per COPY stream.
-    fids, attributes, geoms : the prepared features (see ``layers.ingest.prepare``), geometries in
-        the storage CRS; valid, unless ``repair`` is given.
+    fids, attributes, wkb : the prepared features (see ``layers.ingest.prepare``), geometries as
+        2D WKB in the storage CRS (``layers.ingest.wkb``); valid, unless ``repair`` is given.
     repair : validity and repair; the check runs in the background during the COPY and the index
         build, then the invalid geometries are repaired, updated in place, and the version row's
         ``repaired_count``, ``report`` and extent follow, all before the commit.
@@ -165,23 +170,24 @@ def write_version(engine: Engine, new: NewVersion, *, fids: np.ndarray, attribut
     shared = _StreamsProgress(len(fids), progress)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="validity") as background, \
             db.autocommit_connection(engine) as conn:
-        invalid = background.submit(_in_spare_time, repair.invalid, geoms) if repair is not None else None
+        checks = background.submit(_in_spare_time, _geometry_checks, wkb, repair)
         parts: list[Part] = []
         helpers: list[Future] = []
         try:
             with conn.transaction(), conn.cursor() as cur:
-                version_id, version = _insert_version_row(cur, new, feature_count=len(fids), geoms=geoms)
+                version_id, version = _insert_version_row(cur, new, feature_count=len(fids))
                 # Held until the commit: while it is, this load's parts are not abandoned.
                 cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (PART_LOCK_SPACE, version_id))
                 _drop_abandoned_parts(cur)
                 parts = split_into_parts(version_id, fids, streams or copy_streams(len(fids)))
-                invalid_positions = _fill_parts(engine, cur, version_id, parts, (fids, attributes, geoms),
-                                                shared, clock, helpers, invalid)
+                invalid, extent = _fill_parts(engine, cur, version_id, parts, (fids, attributes, wkb),
+                                              shared, clock, helpers, checks)
                 clock.lap("parts")
                 table = _version_table(cur, version_id, parts)
-                if invalid_positions is not None:
-                    _repair_in_place(cur, table, new, version_id, repair, geoms, fids, invalid_positions)
+                if invalid is not None:
+                    extent = _repair_in_place(cur, table, new, version_id, repair, wkb, fids, invalid, extent)
                     clock.lap("repair")
+                _set_extent(cur, new, version_id, extent)
                 cur.execute(f"ALTER TABLE feature ATTACH PARTITION {table} FOR VALUES IN ({version_id})")
                 _make_current(cur, new.layer_code, version_id)
         except BaseException:
@@ -194,10 +200,10 @@ def write_version(engine: Engine, new: NewVersion, *, fids: np.ndarray, attribut
 
 
 def _fill_parts(engine: Engine, cur: psycopg.Cursor, version_id: int, parts: list[Part],
-                features: tuple[np.ndarray, pd.DataFrame, np.ndarray], progress: _StreamsProgress, clock: _Clock,
-                helpers: list[Future], validity: Future | None) -> np.ndarray | None:
+                features: Rows, progress: _StreamsProgress, clock: _Clock,
+                helpers: list[Future], checks: Future) -> tuple[np.ndarray | None, bytes]:
     """Fill and index every part, the first on ``cur`` and the others by helper streams (added to
-    ``helpers`` as they start), and commit the helpers' parts together; the invalid positions.
+    ``helpers`` as they start), and commit the helpers' parts together; ``checks``' result.
 
     Every stream waits at a barrier once its part is indexed: the helpers' parts must be committed
     for ``cur``'s transaction to attach them. Validity is awaited before the barrier, since the
@@ -208,7 +214,7 @@ def _fill_parts(engine: Engine, cur: psycopg.Cursor, version_id: int, parts: lis
     try:
         helpers += [_start_helper(engine, version_id, part, features, progress, barrier) for part in parts[1:]]
         _fill_part(cur, version_id, parts[0], features, progress, clock)
-        invalid = validity.result() if validity is not None else None
+        checked = checks.result()
         barrier.wait()
     except BaseException as error:
         barrier.abort()
@@ -219,7 +225,7 @@ def _fill_parts(engine: Engine, cur: psycopg.Cursor, version_id: int, parts: lis
     failed = _helper_error(helpers)  # each helper has committed, or failed to
     if failed is not None:
         raise failed
-    return invalid
+    return checked
 
 
 def copy_streams(rows: int) -> int:
@@ -264,7 +270,7 @@ def split_into_parts(version_id: int, fids: np.ndarray, count: int) -> list[Part
 
 
 def _fill_part(cur: psycopg.Cursor, version_id: int, part: Part,
-               features: tuple[np.ndarray, pd.DataFrame, np.ndarray], progress: _StreamsProgress,
+               features: Rows, progress: _StreamsProgress,
                clock: _Clock | None = None) -> None:
     """Create the part's table, COPY its features in and index it, in the cursor's transaction.
 
@@ -272,14 +278,14 @@ def _fill_part(cur: psycopg.Cursor, version_id: int, part: Part,
     takes ``FREEZE``; its CHECK, given now, is checked row by row as rows arrive instead of in one
     more pass over the table afterwards.
     """
-    fids, attributes, geoms = (
-        features[0][part.positions], features[1].iloc[part.positions], features[2][part.positions])
+    fids, attributes, wkb = (
+        features[0][part.positions], features[1].iloc[part.positions], wkb_.take(features[2], part.positions))
     cur.execute(f"CREATE TABLE {part.table} (LIKE feature INCLUDING DEFAULTS,"
                 f" CONSTRAINT {part.table}_rows CHECK ({part.check(version_id)}))")
     copy_sql = f"COPY {part.table} (version_id, fid, props, geom) FROM STDIN (FORMAT binary, FREEZE)"
     with cur.copy(copy_sql, writer=_BlockingWriter(cur)) as cp:
         cp.write(COPY_HEADER)
-        for count, data in encoded_chunks(version_id, fids, attributes, geoms):
+        for count, data in encoded_chunks(version_id, fids, attributes, wkb):
             cp.write(data)
             progress.copied(count)
         cp.write(COPY_TRAILER)
@@ -293,7 +299,7 @@ def _fill_part(cur: psycopg.Cursor, version_id: int, part: Part,
 
 
 def _start_helper(engine: Engine, version_id: int, part: Part,
-                  features: tuple[np.ndarray, pd.DataFrame, np.ndarray], progress: _StreamsProgress,
+                  features: Rows, progress: _StreamsProgress,
                   barrier: threading.Barrier) -> Future:
     """Fill one part on a connection of its own, in a thread; commit it once every part is ready."""
     def fill_and_commit() -> None:
@@ -387,31 +393,39 @@ def _in_spare_time(work: Callable, *args):
 
 
 def _repair_in_place(cur: psycopg.Cursor, table: str, new: NewVersion, version_id: int, repair: Repair,
-                     geoms: np.ndarray, fids: np.ndarray, invalid: np.ndarray) -> None:
-    """Replace the invalid geometries already copied by their repairs; record them on the version."""
+                     wkb: pa.LargeBinaryArray, fids: np.ndarray, invalid: np.ndarray, extent: bytes) -> bytes:
+    """Replace the invalid geometries already copied by their repairs and record them on the
+    version; the extent with the repairs."""
     if len(invalid):
-        repaired, repairs = repair.repair(geoms[invalid], fids[invalid])
+        repaired, repairs = repair.repair(wkb_.objects(wkb_.take(wkb, invalid)), fids[invalid])
         repair.record(repairs)
         cur.execute("CREATE TEMP TABLE repaired_geometry (fid bigint, wkb bytea) ON COMMIT DROP")
         with cur.copy("COPY repaired_geometry (fid, wkb) FROM STDIN") as cp:
-            for fid, wkb in zip(fids[invalid].tolist(), shapely.to_wkb(repaired, output_dimension=2), strict=True):
-                cp.write_row((fid, wkb))
+            for fid, fixed in zip(fids[invalid].tolist(), shapely.to_wkb(repaired, output_dimension=2), strict=True):
+                cp.write_row((fid, fixed))
         cur.execute(f"UPDATE {table} t SET geom = ST_GeomFromWKB(r.wkb, %s) FROM repaired_geometry r"
                     " WHERE t.fid = r.fid", (new.srid,))
-        fixed = geoms.copy()
-        fixed[invalid] = repaired
-        extent = _extent_wkb(fixed)
-        cur.execute("UPDATE layer_version SET extent = ST_SetSRID(ST_GeomFromWKB(%s), %s) WHERE id = %s",
-                    (extent, new.srid, version_id))
-        if new.coverage_wkb is None:  # the coverage defaults to the extent
-            cur.execute("UPDATE layer_version SET coverage = ST_Multi(extent) WHERE id = %s", (version_id,))
+        extent = _extent_wkb(wkb_.replace(wkb, invalid, wkb_.wkb_array(repaired)))
     summary = repair.summary()
     cur.execute("UPDATE layer_version SET repaired_count = %s, report = report || %s WHERE id = %s",
                 (summary["repaired"], psycopg.types.json.Jsonb(summary), version_id))
+    return extent
 
 
-def _extent_wkb(geoms: np.ndarray) -> bytes:
-    xmin, ymin, xmax, ymax = shapely.total_bounds(geoms)
+def _geometry_checks(wkb: pa.LargeBinaryArray, repair: Repair | None) -> tuple[np.ndarray | None, bytes]:
+    """The positions of the invalid geometries (None without a ``repair``) and the extent."""
+    return (repair.invalid(wkb) if repair is not None else None), _extent_wkb(wkb)
+
+
+def _set_extent(cur: psycopg.Cursor, new: NewVersion, version_id: int, extent: bytes) -> None:
+    cur.execute("UPDATE layer_version SET extent = ST_SetSRID(ST_GeomFromWKB(%s), %s) WHERE id = %s",
+                (extent, new.srid, version_id))
+    if new.coverage_wkb is None:  # the coverage defaults to the extent
+        cur.execute("UPDATE layer_version SET coverage = ST_Multi(extent) WHERE id = %s", (version_id,))
+
+
+def _extent_wkb(wkb: pa.LargeBinaryArray) -> bytes:
+    xmin, ymin, xmax, ymax = wkb_.total_bounds(wkb)
     return shapely.to_wkb(shapely.box(xmin, ymin, xmax, ymax))
 
 
@@ -430,18 +444,16 @@ class _Clock:
 def write_raster_version(conn: psycopg.Connection, new: NewVersion, *, extent_wkb: bytes) -> tuple[int, int]:
     """Register a raster file as a new, current version of a raster layer."""
     with conn.transaction(), conn.cursor() as cur:
-        version_id, version = _insert_version_row(cur, new, feature_count=0, geoms=None,
+        version_id, version = _insert_version_row(cur, new, feature_count=0,
                                                   extent_wkb=extent_wkb)
         _make_current(cur, new.layer_code, version_id)
     return version_id, version
 
 
 def _insert_version_row(cur: psycopg.Cursor, new: NewVersion, *, feature_count: int,
-                        geoms: np.ndarray | None, extent_wkb: bytes | None = None) -> tuple[int, int]:
+                        extent_wkb: bytes | None = None) -> tuple[int, int]:
     # One load per layer at a time; loads of different layers run side by side.
     cur.execute("SELECT pg_advisory_xact_lock(hashtext('layer:' || %s))", (new.layer_code,))
-    if geoms is not None and len(geoms):
-        extent_wkb = _extent_wkb(geoms)
     cur.execute(
         """
         INSERT INTO layer_version (layer_code, version, source_name, source_checksum, source_crs,

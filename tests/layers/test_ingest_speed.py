@@ -22,13 +22,15 @@ from hypothesis import strategies as st
 from layers.catalogue import load_catalogue
 from layers.errors import InvalidInput
 from layers.ingest import load_frame, write
-from layers.ingest.copy_rows import copy_rows, json_values, wkb_array
+from layers.ingest.copy_rows import copy_rows, json_values
 from layers.ingest.prepare import (
     GeometryRepair,
     PrepareReport,
     check_geometries,
     prepare_features,
 )
+from layers.ingest.sources import PlanFeatures
+from layers.ingest.wkb import objects, wkb_array
 from tests.specimens import BOWTIE, X0, Y0, star_polygons
 
 TRICKY_TEXT = ['quote " and backslash \\', "line\nbreak\ttab", "生态红线 🌿", "", None, "{\"json\": [1]}", "\u2028"]
@@ -118,7 +120,8 @@ def test_encoder_failure_rolls_back_everything(empty_store, settings, small_chun
 def test_copy_rows_match_the_copy_binary_layout():
     geoms = np.array([shapely.box(0, 0, 1, 1), shapely.Point(3, 4)])
     wkb = shapely.to_wkb(geoms, byte_order=1).tolist()
-    data = copy_rows(42, np.array([7, 2**40]), pd.DataFrame({"a": [1, None]}, dtype="Int64"), geoms).to_pybytes()
+    data = copy_rows(42, np.array([7, 2**40]), pd.DataFrame({"a": [1, None]}, dtype="Int64"),
+                     wkb_array(geoms)).to_pybytes()
     # Parsed back by hand, field by field, as PostgreSQL's binary COPY reads it.
     pos, rows = 0, []
     while pos < len(data):
@@ -139,21 +142,26 @@ def test_copy_rows_match_the_copy_binary_layout():
 def test_z_is_dropped():
     minor = load_catalogue().minor("2301")
     flat = star_polygons(5)
-    frame = gpd.GeoDataFrame(geometry=shapely.force_3d(flat, 9.0), crs=4548)
-    got = check_geometries(frame, minor=minor, fids=np.arange(1, 6), report=PrepareReport())
-    assert not shapely.has_z(got).any()
-    assert all(g.equals_exact(f, tolerance=0) for g, f in zip(got, flat, strict=True))
+    raised = shapely.force_3d(flat, 9.0)
+    for geometry in (raised, pa.array(shapely.to_wkb(raised), pa.large_binary())):  # objects, as from a file
+        got = objects(check_geometries(geometry, minor=minor, fids=np.arange(1, 6)))
+        assert not shapely.has_z(got).any()
+        assert all(g.equals_exact(f, tolerance=0) for g, f in zip(got, flat, strict=True))
+
+
+def prepare(frame: gpd.GeoDataFrame, minor, report: PrepareReport):
+    return prepare_features(PlanFeatures.from_frame(frame), minor=minor, srid=4548, crs_override=None, report=report)
 
 
 def write_prepared(engine, frame: gpd.GeoDataFrame, streams: int | None = None) -> tuple[int, PrepareReport]:
     """The writer on its own: cheap checks here, validity and repair beside the COPY."""
     minor = load_catalogue().minor("2301")
     report = PrepareReport()
-    fids, geoms, attributes = prepare_features(frame, minor=minor, report=report)
+    fids, wkb, attributes = prepare(frame, minor, report)
     new = write.NewVersion(layer_code="2301", source_name="t", source_checksum="t", source_crs="EPSG:4548",
                            srid=4548, valid_from=None, report={"repaired": report.repaired}, coverage_wkb=None)
     repair = GeometryRepair(minor=minor, report=report)
-    version_id, _ = write.write_version(engine, new, fids=fids, attributes=attributes, geoms=geoms,
+    version_id, _ = write.write_version(engine, new, fids=fids, attributes=attributes, wkb=wkb,
                                         repair=repair, streams=streams)
     return version_id, report
 
@@ -225,10 +233,11 @@ def test_two_streams_split_the_version_by_fid_range(empty_store, small_chunks):
     frame = tricky_frame(101).sample(frac=1, random_state=5)  # fids in no order
     minor = load_catalogue().minor("2301")
     report = PrepareReport()
-    fids, geoms, attributes = prepare_features(frame, minor=minor, report=report)
+    fids, wkb, attributes = prepare(frame, minor, report)
+    geoms = objects(wkb)
     new = write.NewVersion(layer_code="2301", source_name="t", source_checksum="t", source_crs="EPSG:4548",
                            srid=4548, valid_from=None, report={}, coverage_wkb=None)
-    version_id, _ = write.write_version(empty_store, new, fids=fids, attributes=attributes, geoms=geoms, streams=2)
+    version_id, _ = write.write_version(empty_store, new, fids=fids, attributes=attributes, wkb=wkb, streams=2)
     ordered = np.sort(fids)
     split = int(ordered[50])
     assert version_parts(empty_store, version_id) == [
