@@ -19,7 +19,6 @@ from pyproj.exceptions import CRSError
 
 from layers.catalogue import Attribute, Minor
 from layers.errors import InvalidInput
-from layers.ingest import validity
 from layers.ingest import wkb as wkb_
 from layers.ingest.sources import PlanFeatures
 
@@ -154,8 +153,8 @@ def _checked_objects(geoms: np.ndarray, *, minor: Minor, fids: np.ndarray) -> np
 class GeometryRepair:
     """Validity check and repair of one layer's geometries.
 
-    ``write_version`` runs ``invalid`` beside its COPY and ``repair`` on the few it finds;
-    ``record`` keeps the report's count and first examples.
+    ``write_version`` runs ``validity.valid_and_bounds`` beside its COPY and ``repair`` on the few
+    invalid geometries it finds; ``record`` keeps the report's count and first examples.
 
     Examples
     --------
@@ -164,7 +163,8 @@ class GeometryRepair:
     >>> repair = GeometryRepair(minor=load_catalogue().minor("2301"), report=report)
     >>> bowtie = shapely.from_wkt("POLYGON ((0 0, 10 10, 10 0, 0 10, 0 0))")
     >>> geoms = np.array([shapely.box(0, 0, 1, 1), bowtie])
-    >>> bad = repair.invalid(wkb_.wkb_array(geoms))
+    >>> from layers.ingest.validity import is_valid
+    >>> bad = ~is_valid(wkb_.wkb_array(geoms))
     >>> fixed, repairs = repair.repair(geoms[bad], np.array([1, 2])[bad])
     >>> repair.record(repairs)
     >>> report.repaired, report.repairs[0]["fid"], fixed[0].geom_type
@@ -174,11 +174,6 @@ class GeometryRepair:
     def __init__(self, *, minor: Minor, report: PrepareReport) -> None:
         self.minor = minor
         self.report = report
-
-    @staticmethod
-    def invalid(wkb: pa.LargeBinaryArray, *, threads: int | None = None) -> np.ndarray:
-        """Positions of the invalid geometries (see ``layers.ingest.validity``; runs without the GIL)."""
-        return np.flatnonzero(~validity.is_valid(wkb, threads=threads))
 
     def repair(self, invalid: np.ndarray, fids: np.ndarray) -> tuple[np.ndarray, list[dict]]:
         """``make_valid`` versions of invalid geometries, kept to the layer's kind, and why each was

@@ -46,13 +46,30 @@ def is_valid(wkb: pa.LargeBinaryArray, *, threads: int | None = None) -> np.ndar
     >>> is_valid(wkb_.wkb_array(np.array([shapely.box(0, 0, 1, 1), bowtie, shapely.Point(0, 0)]))).tolist()
     [True, False, True]
     """
+    return valid_and_bounds(wkb, threads=threads)[0]
+
+
+def valid_and_bounds(wkb: pa.LargeBinaryArray, *, threads: int | None = None
+                     ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """``is_valid`` and ``wkb.total_bounds`` in one pass over the coordinates.
+
+    Examples
+    --------
+    >>> valid, bounds = valid_and_bounds(wkb_.wkb_array(np.array([shapely.box(0, 0, 2, 1), shapely.Point(5, -1)])))
+    >>> valid.tolist(), bounds
+    ([True, True], (0.0, -1.0, 5.0, 1.0))
+    """
     valid = np.zeros(len(wkb), dtype=bool)
+    boxes = []
     for where, xy, counts in wkb_.ring_chunks(wkb, np.flatnonzero(wkb_.plain_rings(wkb))):
         valid[where] = star_shaped_rings(xy, counts)
-    rest = np.flatnonzero(~valid)
+        boxes.append(wkb_.points_bounds(xy))
+    rest = np.flatnonzero(~valid)  # what the proof left open goes to GEOS
     if len(rest):
-        valid[rest] = geos_is_valid(wkb_.objects(wkb_.take(wkb, rest)), threads=threads)
-    return valid
+        geoms = wkb_.objects(wkb_.take(wkb, rest))
+        valid[rest] = geos_is_valid(geoms, threads=threads)
+        boxes.append(tuple(shapely.total_bounds(geoms)))
+    return valid, wkb_.union_bounds(boxes)
 
 
 def star_shaped_rings(xy: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ a part behind: unattached, never seen by readers, and dropped by the next load
 (``_drop_abandoned_parts``).
 
 Each stream is encoded chunk by chunk (``copy_rows``, column-wise) in a worker thread while the
-server parses the chunk before. Given a ``repair``, geometry validity (``validity.is_valid``,
+server parses the chunk before. Given a ``repair``, geometry validity (``validity.valid_and_bounds``,
 without the GIL) runs in the background beside the COPY and the index build instead of before
 them, and so does the extent; the few invalid geometries it finds are repaired and updated in
 place before the commit.
@@ -52,6 +52,7 @@ from psycopg.copy import LibpqWriter
 from sqlalchemy.engine import Engine
 
 from layers import db
+from layers.ingest import validity
 from layers.ingest import wkb as wkb_
 from layers.ingest.copy_rows import COPY_HEADER, COPY_TRAILER, copy_rows
 
@@ -112,9 +113,7 @@ class _BlockingWriter(LibpqWriter):
 
 
 class Repair(Protocol):
-    """Validity and repair of the geometries being written (``prepare.GeometryRepair`` is one)."""
-
-    def invalid(self, wkb: pa.LargeBinaryArray) -> np.ndarray: ...  # positions of the invalid geometries
+    """Repair of the invalid geometries being written (``prepare.GeometryRepair`` is one)."""
 
     def repair(self, invalid: np.ndarray, fids: np.ndarray) -> tuple[np.ndarray, list[dict]]: ...
 
@@ -414,7 +413,10 @@ def _repair_in_place(cur: psycopg.Cursor, table: str, new: NewVersion, version_i
 
 def _geometry_checks(wkb: pa.LargeBinaryArray, repair: Repair | None) -> tuple[np.ndarray | None, bytes]:
     """The positions of the invalid geometries (None without a ``repair``) and the extent."""
-    return (repair.invalid(wkb) if repair is not None else None), _extent_wkb(wkb)
+    if repair is None:
+        return None, _extent_wkb(wkb)
+    valid, (xmin, ymin, xmax, ymax) = validity.valid_and_bounds(wkb)
+    return np.flatnonzero(~valid), shapely.to_wkb(shapely.box(xmin, ymin, xmax, ymax))
 
 
 def _set_extent(cur: psycopg.Cursor, new: NewVersion, version_id: int, extent: bytes) -> None:

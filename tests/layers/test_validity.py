@@ -72,6 +72,10 @@ def test_mixed_batch_keeps_positions():
     geoms = np.array(list(star_polygons(30, seed=1)) + awkward() * 3, dtype=object)
     np.random.default_rng(2).shuffle(geoms)
     np.testing.assert_array_equal(is_valid(geoms, threads=2), shapely.is_valid(geoms))
+    valid, bounds = validity.valid_and_bounds(wkb_array(geoms))  # the extent from the same pass
+    np.testing.assert_array_equal(valid, shapely.is_valid(geoms))
+    assert bounds == tuple(np.nanmin(shapely.bounds(geoms)[:, :2], axis=0).tolist()
+                           + np.nanmax(shapely.bounds(geoms)[:, 2:], axis=0).tolist())
 
 
 # Small integer grids make collinear edges, repeated points and touching rings common.
