@@ -63,9 +63,18 @@ def plain_rings(wkb: pa.LargeBinaryArray) -> np.ndarray:
         return np.zeros(0, dtype=bool)
     lengths = pc.fill_null(pc.binary_length(wkb), 0).to_numpy()
     heads = _heads(wkb)
-    return ((lengths == RING_HEAD_SIZE + 16 * heads["points"].astype(np.int64))
-            & (heads["order"] == 1) & (heads["type"] == _POLYGON) & (heads["rings"] == 1)
-            & (heads["points"] >= 4))
+    plain = ((lengths == RING_HEAD_SIZE + 16 * heads["points"].astype(np.int64))
+             & (heads["order"] == 1) & (heads["type"] == _POLYGON) & (heads["rings"] == 1)
+             & (heads["points"] >= 4))
+    # A ring must end where it starts: an open one goes to GEOS, which refuses it.
+    where = np.flatnonzero(plain)
+    if len(where):
+        data = wkb.buffers()[2]
+        # Every 16 bytes of the data, starting at each byte: a point wherever it lies (no copy).
+        points = np.ndarray((data.size - 15,), np.dtype((np.void, 16)), data, strides=(1,))
+        offsets = np.frombuffer(wkb.buffers()[1], np.int64)[wkb.offset:wkb.offset + len(wkb) + 1]
+        plain[where] = points[offsets[where] + RING_HEAD_SIZE] == points[offsets[where + 1] - 16]
+    return plain
 
 
 def _heads(wkb: pa.LargeBinaryArray) -> np.ndarray:

@@ -5,6 +5,7 @@ answer what shapely answers (golden: ``shapely.to_wkb``, ``get_coordinates``, ``
 from __future__ import annotations
 
 import json
+import struct
 
 import geopandas as gpd
 import numpy as np
@@ -38,6 +39,9 @@ def as_array(values) -> pa.LargeBinaryArray:
     return wkb.as_wkb_array(np.asarray(values, dtype=object))
 
 
+OPEN_RING = struct.pack("<BIII", 1, 3, 1, 4) + np.array([[0, 0], [1, 0], [1, 1], [0, 1]], "<f8").tobytes()
+
+
 def is_plain_ring(geom) -> bool:
     return (shapely.get_type_id(geom) == 3 and shapely.get_num_interior_rings(geom) == 0
             and not shapely.has_z(geom) and shapely.get_num_coordinates(geom) >= 4)
@@ -50,7 +54,7 @@ def test_plain_rings_are_found_from_the_heads_alone():
     assert wkb.plain_rings(as_array(little)).tolist() == expected
     # Big-endian, Z, empty, missing and truncated elements are never read by numpy.
     odd = [shapely.to_wkb(geoms[0], byte_order=0), shapely.to_wkb(shapely.force_3d(geoms[0], 1.0), byte_order=1),
-           shapely.to_wkb(shapely.Polygon(), byte_order=1), None, little[0][:20], b""]
+           shapely.to_wkb(shapely.Polygon(), byte_order=1), None, little[0][:20], b"", OPEN_RING]
     assert not wkb.plain_rings(as_array(odd)).any()
 
 
@@ -114,6 +118,7 @@ def test_check_geometries_normalises_what_files_hold():
 
 @pytest.mark.parametrize(("element", "message"), [
     (b"\x01\x03\x00\x00\x00\xff\xff", "unreadable geometries \\(fid 2\\)"),
+    (OPEN_RING, "unreadable geometries \\(fid 2\\)"),  # a ring that does not end where it starts
     (None, "no geometry \\(fid 2\\)"),
     (shapely.to_wkb(shapely.Point(X0, Y0)), "takes polygon geometries but 1 features are Point \\(fid 2\\)"),
 ])
