@@ -24,7 +24,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = make_engine(settings)
         # Everything loaded so far (modules, the catalogue) lives as long as the process: moved out
         # of the collector's view, it no longer makes each full collection a 50–120 ms pause in the
-        # middle of a request (measured with gc.callbacks under bench/site.py).
+        # middle of a request (measured ad hoc with a gc.callbacks hook while bench/site.py ran;
+        # the hook is not in the repository).
         gc.collect()
         gc.freeze()
         try:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import socket
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -112,13 +111,6 @@ def latency_ms(seconds: Iterable[float], percentiles: Iterable[int] = (50, 99)) 
     ms = np.asarray(list(seconds), dtype=float) * 1000.0
     return {**{f"p{p}_ms": round(float(np.percentile(ms, p)), 3) for p in percentiles},
             "mean_ms": round(float(ms.mean()), 3), "max_ms": round(float(ms.max()), 3)}
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback now (for a benchmark's own server)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def result_row(engine: str, dataset: str, measurement: Measurement | float, *, rows: int | None = None,

@@ -29,8 +29,9 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import bench_settings, free_port, latency_ms, machine, write_results  # noqa: E402
+from bench.common import bench_settings, latency_ms, machine, write_results  # noqa: E402
 from layers import db  # noqa: E402
+from layers.embedded import free_port  # noqa: E402
 from layers.settings import Settings  # noqa: E402
 
 DATABASE = "blueprint_bench_site"

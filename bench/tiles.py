@@ -65,12 +65,13 @@ from pyproj import Transformer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import bench_settings, free_port, latency_ms, write_results  # noqa: E402
+from bench.common import bench_settings, latency_ms, write_results  # noqa: E402
 from layers import db  # noqa: E402
 from layers.catalogue import load_catalogue  # noqa: E402
+from layers.embedded import free_port  # noqa: E402
 from layers.ingest import load_frame  # noqa: E402
 from layers.settings import DatabaseSettings, Settings  # noqa: E402
-from viewer.tile_seed import seed_tiles, store_bytes  # noqa: E402
+from viewer.tile_seed import DEFAULT_JOBS, seed_tiles, store_bytes  # noqa: E402
 from viewer.tiles import tile_at  # noqa: E402
 
 DATABASE = "blueprint_bench_tiles"
@@ -264,7 +265,7 @@ def seed_store(settings: Settings, version_id: int, dataset: str) -> dict:
     with psycopg.connect(db.libpq_url(db.database_url(settings)), autocommit=True) as conn:
         conn.execute("DELETE FROM vector_tile WHERE version_id = %s", (version_id,))
         conn.execute("VACUUM FULL vector_tile")  # so the store's size below is what this seed wrote
-    jobs = os.cpu_count() or 2
+    jobs = DEFAULT_JOBS
     print(f"seeding the tile store: layer {LAYER} z{min(ZOOMS)}–{max(ZOOMS)}, {jobs} jobs …", flush=True)
     started = time.perf_counter()
     (seed,) = seed_tiles(settings, codes=[LAYER], min_zoom=min(ZOOMS), max_zoom=max(ZOOMS), jobs=jobs)

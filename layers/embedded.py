@@ -124,7 +124,8 @@ def _run(cmd: list[str], user: pwd.struct_passwd | None, **kwargs) -> subprocess
     return subprocess.run(cmd, preexec_fn=demote, env=env, capture_output=True, text=True, **kwargs)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on the loopback now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -204,7 +205,7 @@ def start(cluster: Cluster) -> tuple[bool, bool]:
         return created, False
 
     if not cluster.port_file.exists() or not _port_is_free(cluster.port):
-        cluster.port_file.write_text(str(_free_port()))
+        cluster.port_file.write_text(str(free_port()))
     cluster.socket_dir.mkdir(parents=True, exist_ok=True)
     _chown(cluster.socket_dir, user)
     cluster.log_file.touch()

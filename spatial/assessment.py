@@ -355,7 +355,7 @@ def stale_types(conn: sa.Connection, zone_id: str, *, as_of: dt.date | None = No
     """
     rules = load_assessment_rules()
     read_now = store.versions_as_of(conn, as_of)
-    results = store.current_versions(conn)
+    results = read_now if as_of is None else store.current_versions(conn)
     unchanged, stale = [], []
     for kind in _chosen(rules, types):
         if not kind.inputs:

@@ -83,8 +83,8 @@ def versions_to_seed(conn: psycopg.Connection, catalogue: Catalogue, codes: Sequ
         if catalogue.minor(code).geometry_type == "raster":
             raise InvalidInput(f"layer {code} is a raster layer: it has no vector tiles")
     found = {}
-    for code, vid, count, x0, y0, x1, y1, extra in conn.execute(_VERSIONS_SQL):
-        if code in catalogue.minors and catalogue.minor(code).geometry_type != "raster":
+    for code, vid, count, x0, y0, x1, y1, extra in conn.execute(_VERSIONS_SQL):  # vector versions only
+        if code in catalogue.minors:
             found[code] = SeedVersion(catalogue.minor(code), vid, count, (x0, y0, x1, y1), extra_attributes(extra))
     missing = [code for code in wanted or () if code not in found]
     if missing:
@@ -152,7 +152,7 @@ def _any_feature(conn: psycopg.Connection, version: SeedVersion, box: Box, srid:
 
 
 def seed_tiles(settings: Settings, *, codes: Sequence[str] | None = None, min_zoom: int | None = None,
-               max_zoom: int = DEFAULT_MAX_ZOOM, jobs: int | None = None,
+               max_zoom: int | None = None, jobs: int | None = None,
                progress: Progress | None = None) -> list[LayerSeed]:
     """Build and store every tile of the current versions of ``codes`` (all vector layers: None) up to ``max_zoom``.
 
@@ -167,6 +167,7 @@ def seed_tiles(settings: Settings, *, codes: Sequence[str] | None = None, min_zo
     """
     from viewer.pages import layer_min_zoom  # the page module, only for the viewer's first zooms
 
+    max_zoom = DEFAULT_MAX_ZOOM if max_zoom is None else max_zoom
     if not 0 <= max_zoom <= MAX_ZOOM:
         raise InvalidInput(f"max zoom {max_zoom} is outside 0–{MAX_ZOOM}")
     if min_zoom is not None and not 0 <= min_zoom <= max_zoom:

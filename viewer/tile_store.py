@@ -77,7 +77,11 @@ async def read_tile(conn: psycopg.AsyncConnection, key: TileKey, recipe: TileRec
 
 def write_tile(conn: psycopg.Connection, key: TileKey, recipe: TileRecipe, gzipped: bytes) -> None:
     """Store a tile's gzip bytes (replacing a row built another way), on an autocommit connection."""
-    conn.execute(_WRITE, (*key, recipe.revision, recipe.feature_limit, gzipped))
+    conn.execute(_WRITE, _write_params(key, recipe, gzipped))
+
+
+def _write_params(key: TileKey, recipe: TileRecipe, gzipped: bytes) -> tuple:
+    return (*key, recipe.revision, recipe.feature_limit, gzipped)
 
 
 def stored_tiles(conn: psycopg.Connection, version_id: int, recipe: TileRecipe) -> dict[tuple[int, int, int], bool]:
@@ -102,17 +106,16 @@ class BackgroundWrites:
         """Writes submitted and not finished yet."""
         return len(self._running)
 
-    def submit(self, key: TileKey, data: bytes) -> None:
-        """Store a built tile's MVT bytes (compressed off the event loop) once the caller has moved on."""
-        task = asyncio.create_task(self._write(key, data))
+    def submit(self, key: TileKey, gzipped: bytes) -> None:
+        """Store a built tile's gzip bytes once the caller has moved on."""
+        task = asyncio.create_task(self._write(key, gzipped))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _write(self, key: TileKey, data: bytes) -> None:
+    async def _write(self, key: TileKey, gzipped: bytes) -> None:
         try:
-            gzipped = await asyncio.to_thread(gzip_tile, data)
             async with self.pool.connection() as conn:
-                await conn.execute(_WRITE, (*key, self.recipe.revision, self.recipe.feature_limit, gzipped))
+                await conn.execute(_WRITE, _write_params(key, self.recipe, gzipped))
         except Exception as exc:  # best effort: the tile was served already
             log.warning("tile %s/%s/%s of version %s not stored: %s", *key[1:], key[0], exc)
 

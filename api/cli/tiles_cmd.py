@@ -15,7 +15,7 @@ def register(commands) -> None:
                         help="layer to seed (repeatable; default every loaded vector layer)")
     seed_p.add_argument("--min-zoom", type=int,
                         help="first zoom (default: the zoom from which the map draws the layer)")
-    seed_p.add_argument("--max-zoom", type=int, default=14, help="last zoom (default 14)")
+    seed_p.add_argument("--max-zoom", type=int, help="last zoom (default 14)")
     seed_p.add_argument("--jobs", type=int,
                         help="tiles built at once, one database connection each (default: the CPU count, at most 8)")
     seed_p.add_argument("--format", choices=("text", "json"), default="text")

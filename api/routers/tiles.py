@@ -14,6 +14,7 @@ asked for again costs no database round trip at all.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -34,7 +35,7 @@ from layers.catalogue import Catalogue, Minor, load_catalogue
 from layers.db import database_url, libpq_url
 from layers.errors import DatabaseUnavailable, InvalidInput, NotFound
 from viewer.tile_cache import CurrentVersions, LayerVersion, Tile, TileCache
-from viewer.tile_store import WRITER_OPTIONS, BackgroundWrites, TileRecipe, read_tile
+from viewer.tile_store import WRITER_OPTIONS, BackgroundWrites, TileRecipe, gzip_tile, read_tile
 from viewer.tiles import TILE_REVISION, InvalidTile, check_address, extra_attributes, tile_query
 
 log = logging.getLogger("blueprint.tiles")
@@ -125,9 +126,12 @@ async def _load_tile(request: Request, minor: Minor, version: LayerVersion, z: i
         # Binary results: the bytea comes as is, not hex-encoded by PostgreSQL and decoded here.
         row = await (await conn.execute(*query, binary=True)).fetchone()
     data = bytes(row[0]) if row and row[0] is not None else b""
-    if state.tile_writes is not None:
-        state.tile_writes.submit(key, data)
-    return Tile(data)
+    if state.tile_writes is None:
+        return Tile(data)
+    # Compressed once, off the event loop: the store keeps this form and the response reuses it.
+    gzipped = await asyncio.to_thread(gzip_tile, data)
+    state.tile_writes.submit(key, gzipped)
+    return Tile(data, gzipped)
 
 
 def _etag_matches(if_none_match: str, etag: str) -> bool:

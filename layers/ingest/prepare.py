@@ -86,9 +86,13 @@ def reproject(wkb: pa.LargeBinaryArray, transformer: Transformer | None, *, repo
     """WKB geometries through ``transformer`` (None: unchanged); every coordinate must land."""
     if transformer is None:
         return wkb
-    moved = wkb_.transform(wkb, transformer.transform)
-    _check_finite(np.array(wkb_.total_bounds(moved)), report, srid)
-    return moved
+
+    def landed(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        moved = transformer.transform(x, y)
+        _check_finite(np.asarray(moved), report, srid)
+        return moved
+
+    return wkb_.transform(wkb, landed)
 
 
 def _check_finite(coordinates: np.ndarray, report: PrepareReport, srid: int) -> None:
@@ -151,7 +155,7 @@ def _checked_objects(geoms: np.ndarray, *, minor: Minor, fids: np.ndarray) -> np
 
 
 class GeometryRepair:
-    """Validity check and repair of one layer's geometries.
+    """Repair of one layer's invalid geometries.
 
     ``write_version`` runs ``validity.valid_and_bounds`` beside its COPY and ``repair`` on the few
     invalid geometries it finds; ``record`` keeps the report's count and first examples.

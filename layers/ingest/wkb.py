@@ -42,8 +42,9 @@ def as_wkb_array(values: pa.Array | pa.ChunkedArray | np.ndarray) -> pa.LargeBin
     """Any binary column (Arrow, chunked, or a numpy array of bytes) as one ``large_binary`` array."""
     if isinstance(values, np.ndarray):
         return pa.array(values, BINARY, from_pandas=True)
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
+    if isinstance(values, pa.ChunkedArray):  # widened chunk by chunk: 32-bit offsets cannot hold 2 GB joined
+        chunks = [as_wkb_array(chunk) for chunk in values.chunks]
+        return chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks) if chunks else pa.array([], BINARY)
     if isinstance(values.type, pa.ExtensionType):  # geoarrow.wkb
         values = values.storage
     return values.cast(BINARY) if values.type != BINARY else values

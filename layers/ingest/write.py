@@ -68,6 +68,7 @@ PART_LOCK_SPACE = 0x6C6F6164  # advisory lock (space, version id): held while a 
 
 Progress = Callable[[str, int, int], None]
 Rows = tuple[np.ndarray, pd.DataFrame, pa.LargeBinaryArray]  # fids, attributes, WKB
+Bounds = tuple[float, float, float, float]  # xmin, ymin, xmax, ymax
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ def write_version(engine: Engine, new: NewVersion, *, fids: np.ndarray, attribut
 
 def _fill_parts(engine: Engine, cur: psycopg.Cursor, version_id: int, parts: list[Part],
                 features: Rows, progress: _StreamsProgress, clock: _Clock,
-                helpers: list[Future], checks: Future) -> tuple[np.ndarray | None, bytes]:
+                helpers: list[Future], checks: Future) -> tuple[np.ndarray | None, Bounds]:
     """Fill and index every part, the first on ``cur`` and the others by helper streams (added to
     ``helpers`` as they start), and commit the helpers' parts together; ``checks``' result.
 
@@ -392,7 +393,7 @@ def _in_spare_time(work: Callable, *args):
 
 
 def _repair_in_place(cur: psycopg.Cursor, table: str, new: NewVersion, version_id: int, repair: Repair,
-                     wkb: pa.LargeBinaryArray, fids: np.ndarray, invalid: np.ndarray, extent: bytes) -> bytes:
+                     wkb: pa.LargeBinaryArray, fids: np.ndarray, invalid: np.ndarray, extent: Bounds) -> Bounds:
     """Replace the invalid geometries already copied by their repairs and record them on the
     version; the extent with the repairs."""
     if len(invalid):
@@ -404,31 +405,26 @@ def _repair_in_place(cur: psycopg.Cursor, table: str, new: NewVersion, version_i
                 cp.write_row((fid, fixed))
         cur.execute(f"UPDATE {table} t SET geom = ST_GeomFromWKB(r.wkb, %s) FROM repaired_geometry r"
                     " WHERE t.fid = r.fid", (new.srid,))
-        extent = _extent_wkb(wkb_.replace(wkb, invalid, wkb_.wkb_array(repaired)))
+        extent = wkb_.total_bounds(wkb_.replace(wkb, invalid, wkb_.wkb_array(repaired)))
     summary = repair.summary()
     cur.execute("UPDATE layer_version SET repaired_count = %s, report = report || %s WHERE id = %s",
                 (summary["repaired"], psycopg.types.json.Jsonb(summary), version_id))
     return extent
 
 
-def _geometry_checks(wkb: pa.LargeBinaryArray, repair: Repair | None) -> tuple[np.ndarray | None, bytes]:
+def _geometry_checks(wkb: pa.LargeBinaryArray, repair: Repair | None) -> tuple[np.ndarray | None, Bounds]:
     """The positions of the invalid geometries (None without a ``repair``) and the extent."""
     if repair is None:
-        return None, _extent_wkb(wkb)
-    valid, (xmin, ymin, xmax, ymax) = validity.valid_and_bounds(wkb)
-    return np.flatnonzero(~valid), shapely.to_wkb(shapely.box(xmin, ymin, xmax, ymax))
+        return None, wkb_.total_bounds(wkb)
+    valid, extent = validity.valid_and_bounds(wkb)
+    return np.flatnonzero(~valid), extent
 
 
-def _set_extent(cur: psycopg.Cursor, new: NewVersion, version_id: int, extent: bytes) -> None:
-    cur.execute("UPDATE layer_version SET extent = ST_SetSRID(ST_GeomFromWKB(%s), %s) WHERE id = %s",
-                (extent, new.srid, version_id))
+def _set_extent(cur: psycopg.Cursor, new: NewVersion, version_id: int, extent: Bounds) -> None:
+    cur.execute("UPDATE layer_version SET extent = ST_MakeEnvelope(%s, %s, %s, %s, %s) WHERE id = %s",
+                (*extent, new.srid, version_id))
     if new.coverage_wkb is None:  # the coverage defaults to the extent
         cur.execute("UPDATE layer_version SET coverage = ST_Multi(extent) WHERE id = %s", (version_id,))
-
-
-def _extent_wkb(wkb: pa.LargeBinaryArray) -> bytes:
-    xmin, ymin, xmax, ymax = wkb_.total_bounds(wkb)
-    return shapely.to_wkb(shapely.box(xmin, ymin, xmax, ymax))
 
 
 class _Clock:

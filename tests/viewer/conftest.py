@@ -7,7 +7,6 @@ shared test database cannot pull the layers from under a running browser.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from fastapi import FastAPI
 from api.app import create_app
 from layers import db
 from layers.catalogue import load_catalogue
+from layers.embedded import free_port
 from layers.ingest import load_frame
 from layers.settings import Settings
 from spatial.conflicts.run import run_conflicts
@@ -114,12 +114,6 @@ def city(viewer_settings: Settings) -> Iterator[City]:
     finally:
         engine.dispose()
     yield loaded
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
