@@ -192,10 +192,20 @@ def read_features(source: Source, *, source_layer: str | None = None) -> PlanFea
 
 
 def _read_geoparquet(path: Path) -> PlanFeatures:
-    """A GeoParquet file; its WKB geometry column read as is (others through geopandas)."""
+    """A GeoParquet file; its WKB geometry column read as is (others through geopandas).
+
+    Read with ``ParquetFile`` over a memory map rather than ``pq.read_table``: the dataset scanner
+    behind ``read_table`` buffers the compressed column chunks in fresh memory and costs ~1 s to
+    start in a new process; on the 2-core VM, 1M polygons read in 1.4 s instead of 8.7 s, and 100k
+    in 0.16 s instead of 0.36–0.6 s between loads (medians of 7, /tmp measurements, session 6).
+    """
     try:
-        table = pq.read_table(path)
-        geo = json.loads((table.schema.metadata or {})[b"geo"])
+        with pq.ParquetFile(path, memory_map=True) as parquet:
+            metadata = parquet.schema_arrow.metadata or {}
+            if b"geo" not in metadata:
+                raise InvalidInput(f"{path.name} is Parquet without GeoParquet's 'geo' metadata")
+            table = parquet.read()
+        geo = json.loads(metadata[b"geo"])
         column = geo["primary_column"]
         spec = geo["columns"][column]
         if spec.get("encoding", "WKB").upper() != "WKB":  # GeoArrow-native encodings
@@ -204,6 +214,8 @@ def _read_geoparquet(path: Path) -> PlanFeatures:
         crs_spec = spec.get("crs", "OGC:CRS84")
         crs = None if crs_spec is None else (
             CRS.from_json_dict(crs_spec) if isinstance(crs_spec, dict) else CRS.from_user_input(crs_spec))
+    except InvalidInput:
+        raise
     except Exception as exc:  # pyarrow and pyproj raise many types for corrupt files
         raise InvalidInput(f"{path.name} is not a readable GeoParquet file ({_first_line(exc)})") from None
     covering = [c for c in {path[0] for path in spec.get("covering", {}).get("bbox", {}).values()}

@@ -12,12 +12,13 @@ import zipfile
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import shapely
 import sqlalchemy as sa
 from pyproj import Transformer
 
-from layers import store
+from layers import frames, store
 from layers.errors import InvalidInput, NotFound
 from layers.ingest import load_layer
 from tests.specimens import BOWTIE, EMPTY_POLYGON, redline_frame, write
@@ -36,7 +37,7 @@ def test_round_trip_keeps_count_and_area(empty_store, settings, tmp_path, suffix
     report = load_layer(empty_store, settings, path=path, layer_code="2301")
     assert report.features == 50 and report.version == 1 and report.repaired == 0
     with empty_store.connect() as conn:
-        stored = store.read_layer(conn, "2301", srid=settings.storage.storage_srid)
+        stored = frames.read_layer(conn, "2301", srid=settings.storage.storage_srid)
         db_area = conn.execute(sa.text(
             "SELECT sum(ST_Area(geom)) FROM feature WHERE version_id = :v"), {"v": report.version_id}).scalar_one()
     expected = frame.geometry.area.sum()
@@ -69,7 +70,7 @@ def test_reprojection_matches_pyproj(empty_store, settings, tmp_path):
     assert report.reprojected
     to_4548 = Transformer.from_crs(4490, 4548, always_xy=True)
     with empty_store.connect() as conn:
-        stored = store.read_layer(conn, "2301", srid=4548).sort_values("fid")
+        stored = frames.read_layer(conn, "2301", srid=4548).sort_values("fid")
     for src, got in zip(geographic.geometry.values, stored.geometry.values, strict=True):
         sx, sy = to_4548.transform(*np.asarray(src.exterior.coords).T)
         gx, gy = np.asarray(got.exterior.coords).T
@@ -107,7 +108,7 @@ def test_reload_makes_a_new_version_and_keeps_the_old(empty_store, settings, tmp
         assert [v.feature_count for v in versions] == [10, 12]
         assert versions[0].superseded_at is not None and versions[1].superseded_at is None
         assert store.current_versions(conn)["2301"].id == second.version_id
-        old = store.read_features(conn, version_id=first.version_id, srid=4548)
+        old = frames.read_features(conn, version_id=first.version_id, srid=4548)
         as_of = store.versions_as_of(conn, versions[0].valid_from)
     assert len(old) == 10
     assert as_of["2301"].id == first.version_id
@@ -206,6 +207,12 @@ def _bad_files(tmp_path):
     empty_geom = frame.copy()
     empty_geom.loc[0, "geometry"] = EMPTY_POLYGON
     cases["empty geometry"] = (write(empty_geom, tmp_path / "emptygeom.parquet"), "2301", InvalidInput, "no geometry")
+    plain_parquet = tmp_path / "plain.parquet"
+    pd.DataFrame(frame.drop(columns="geometry")).to_parquet(plain_parquet)
+    cases["parquet, not geoparquet"] = (plain_parquet, "2301", InvalidInput, "without GeoParquet's 'geo' metadata")
+    not_parquet = tmp_path / "junk.parquet"
+    not_parquet.write_bytes(b"PAR1" + b"\x00" * 100)
+    cases["corrupt parquet"] = (not_parquet, "2301", InvalidInput, "not a readable GeoParquet file")
     slip = tmp_path / "slip.zip"
     with zipfile.ZipFile(slip, "w") as zf:
         zf.writestr("../../evil.geojson", '{"type": "FeatureCollection", "features": []}')
