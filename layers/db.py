@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.engine import Engine
 
-from layers import embedded, store
+from layers import embedded
 from layers.errors import DatabaseUnavailable, SetupError
 from layers.settings import Settings
 
@@ -118,6 +118,8 @@ def migrate(settings: Settings, url: str | None = None) -> str:
     from alembic import command
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
+
+    from layers import store  # the catalogue mirror; not imported for plain connections
 
     url = url or database_url(settings)
     ensure_database(url)

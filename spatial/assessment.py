@@ -25,7 +25,7 @@ import shapely
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from layers import store
+from layers import frames, store
 from layers.catalogue import Catalogue, Minor, load_rules_file
 from layers.errors import InvalidInput, NotFound
 from layers.ingest import load_frame
@@ -288,7 +288,7 @@ def _store(engine: Engine, settings: Settings, result: dict, *, kind: Assessment
     zone_id = run["zone"]["zone_id"]
     with engine.connect() as conn:
         try:
-            previous = store.read_layer(conn, kind.minor.code, srid=srid)
+            previous = frames.read_layer(conn, kind.minor.code, srid=srid)
         except NotFound:
             previous = gpd.GeoDataFrame({"fid": pd.Series([], dtype="int64")}, geometry=gpd.GeoSeries([]), crs=srid)
     if len(previous) and "zone_id" in previous:

@@ -21,8 +21,8 @@ from jinja2 import Template
 from layers import store
 from layers.catalogue import Catalogue
 from layers.settings import Settings
-from spatial.conflicts.lifecycle import STATUSES
 from spatial.conflicts.rules import RulesError, load_rules
+from spatial.conflicts.terms import STATUSES
 from spatial.site.request import transformer
 
 log = logging.getLogger("blueprint.viewer")

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import getpass
 import sys
+from typing import TYPE_CHECKING
 
 from api.cli.output import ProgressPrinter, print_json
-from layers import db, store
 from layers.errors import NotFound
-from layers.settings import Settings
-from spatial.conflicts import lifecycle
-from spatial.conflicts.export import FORMATS, export_conflicts, format_of
-from spatial.conflicts.query import checked_filters, conflict_detail
-from spatial.conflicts.register import Filters, get_run, list_conflicts, list_runs
-from spatial.conflicts.rules import SEVERITIES
+from spatial.conflicts.terms import EXPORT_FORMATS, SETTABLE, SEVERITIES, STATUSES
+
+if TYPE_CHECKING:
+    from layers.settings import Settings
+    from layers.store import VersionInfo
+    from spatial.conflicts.register import Filters
 
 
 def register(commands) -> None:
@@ -42,14 +42,14 @@ def register(commands) -> None:
     runs_p.set_defaults(handler=runs)
 
     export_p = sub.add_parser("export", help="write the register to GeoPackage, GeoJSON or Excel")
-    export_p.add_argument("--format", choices=FORMATS, help="default: from the file suffix")
+    export_p.add_argument("--format", choices=EXPORT_FORMATS, help="default: from the file suffix")
     export_p.add_argument("-o", "--output", required=True, help="output file")
     _filter_arguments(export_p)
     export_p.set_defaults(handler=export)
 
     status_p = sub.add_parser("status", help="move a conflict along open → assigned → resolved | accepted")
     status_p.add_argument("id", type=int)
-    status_p.add_argument("--set", dest="status", required=True, choices=lifecycle.SETTABLE)
+    status_p.add_argument("--set", dest="status", required=True, choices=SETTABLE)
     status_p.add_argument("--plan", choices=("a", "b"), help="for resolved: which plan was adjusted")
     status_p.add_argument("--note", help="why (required to accept an exception)")
     status_p.add_argument("--by", help="who (default: your login name)")
@@ -68,16 +68,20 @@ def _filter_arguments(parser) -> None:
     parser.add_argument("--type", help="rule code, e.g. CT03")
     parser.add_argument("--severity", choices=SEVERITIES)
     parser.add_argument("--district", help="district code, e.g. 370102")
-    parser.add_argument("--status", choices=lifecycle.STATUSES)
+    parser.add_argument("--status", choices=STATUSES)
     parser.add_argument("--run", type=int, help="only the conflicts this run found")
 
 
 def _filters(conn, args) -> Filters:
+    from spatial.conflicts.query import checked_filters
+
     return checked_filters(conn, rule=args.type, severity=args.severity, district=args.district,
                            status=args.status, run_id=args.run)
 
 
 def run(args) -> int:
+    from layers import db
+    from layers.settings import Settings
     from spatial.conflicts.run import run_conflicts
 
     settings = Settings()
@@ -121,6 +125,10 @@ def print_run_text(run_id: int, summary: dict, timings: dict, versions: dict, no
 
 
 def list_(args) -> int:
+    from layers import db
+    from layers.settings import Settings
+    from spatial.conflicts.register import list_conflicts
+
     engine = db.make_engine(Settings(), start=False)
     try:
         with engine.connect() as conn:
@@ -140,6 +148,10 @@ def list_(args) -> int:
 
 
 def show(args) -> int:
+    from layers import db
+    from layers.settings import Settings
+    from spatial.conflicts.query import conflict_detail
+
     engine = db.make_engine(Settings(), start=False)
     try:
         with engine.connect() as conn:
@@ -151,6 +163,10 @@ def show(args) -> int:
 
 
 def runs(args) -> int:
+    from layers import db
+    from layers.settings import Settings
+    from spatial.conflicts.register import get_run, list_runs
+
     engine = db.make_engine(Settings(), start=False)
     try:
         with engine.connect() as conn:
@@ -181,6 +197,10 @@ def runs(args) -> int:
 
 
 def export(args) -> int:
+    from layers import db
+    from layers.settings import Settings
+    from spatial.conflicts.export import export_conflicts
+
     engine = db.make_engine(Settings(), start=False)
     try:
         with engine.connect() as conn:
@@ -192,6 +212,10 @@ def export(args) -> int:
 
 
 def status(args) -> int:
+    from layers import db
+    from layers.settings import Settings
+    from spatial.conflicts import lifecycle
+
     by = args.by or getpass.getuser()
     engine = db.make_engine(Settings(), start=False)
     try:
@@ -205,8 +229,11 @@ def status(args) -> int:
 
 
 def synthesize(args) -> int:
+    from layers import db
+    from layers.settings import Settings
     from spatial.blueprint import export_blueprint, unchanged_blueprint
     from spatial.blueprint import synthesize as build
+    from spatial.conflicts.export import format_of
 
     if args.export:
         format_of(args.export)  # a bad file name fails before the work
@@ -239,13 +266,14 @@ def synthesize(args) -> int:
     return 0
 
 
-def _unchanged_blueprint(engine, settings: Settings, stored: store.VersionInfo, args) -> int:
+def _unchanged_blueprint(engine, settings: Settings, stored: VersionInfo, args) -> int:
     """Say the blueprint is up to date (and export the stored one when asked) instead of rebuilding it."""
+    from layers import frames
     from spatial.blueprint import COLUMNS, export_blueprint
 
     if args.export:
         with engine.connect() as conn:
-            frame = store.read_features(conn, version_id=stored.id, srid=settings.storage.storage_srid)
+            frame = frames.read_features(conn, version_id=stored.id, srid=settings.storage.storage_srid)
         export_blueprint(frame[[*COLUMNS, "geometry"]], args.export)
     if args.format == "json":
         print_json({"unchanged": True, **stored.as_dict()})

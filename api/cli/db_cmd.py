@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import time
 
-import sqlalchemy as sa
-
-from layers import db, embedded
-from layers.settings import Settings
-
 
 def register(commands) -> None:
     group = commands.add_parser("db", help="the PostGIS database (embedded unless DATABASE_URL)")
@@ -19,6 +14,11 @@ def register(commands) -> None:
 
 
 def up(args) -> int:
+    import sqlalchemy as sa
+
+    from layers import db, embedded
+    from layers.settings import Settings
+
     settings = Settings()
     started = time.perf_counter()
     if settings.database.database_url:
@@ -43,6 +43,9 @@ def up(args) -> int:
 
 
 def down(args) -> int:
+    from layers import db, embedded
+    from layers.settings import Settings
+
     settings = Settings()
     if settings.database.database_url:
         print("DATABASE_URL is set: the platform does not manage that server")
@@ -53,5 +56,8 @@ def down(args) -> int:
 
 
 def url(args) -> int:
+    from layers import db
+    from layers.settings import Settings
+
     print(db.database_url(Settings(), start=False))
     return 0

@@ -6,9 +6,7 @@ import argparse
 import sys
 import time
 
-from layers import db
 from layers.errors import InvalidInput, SetupError
-from layers.settings import Settings
 
 MAX_SCALE = 100
 
@@ -46,6 +44,9 @@ def run(args) -> int:
         from layers.demo.load import load_demo
     except ImportError as exc:
         raise SetupError(f"a demo data package is missing ({exc.name}): run `make install`") from None
+    from layers import db
+    from layers.settings import Settings
+
     settings = Settings()
     engine = db.make_engine(settings, start=False)  # the database must be up: one-line error if not
     out_dir = settings.storage.data_dir / "demo" / f"scale{args.scale}-seed{args.seed}"

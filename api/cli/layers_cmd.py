@@ -6,19 +6,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import geopandas as gpd
-import shapely
-
 from api.cli.output import ProgressPrinter, print_json
-from layers import db, store
-from layers.catalogue import load_catalogue
 from layers.errors import InvalidInput
-from layers.ingest import load_layer
-from layers.ingest.prepare import PrepareReport, to_storage_crs
-from layers.ingest.sources import open_source, read_source
-from layers.settings import Settings
 
 if TYPE_CHECKING:
+    import shapely
+
+    from layers.settings import Settings
     from viewer.tile_seed import LayerSeed
 
 
@@ -48,6 +42,12 @@ def register(commands) -> None:
 
 def read_coverage(path: str, srid: int) -> shapely.Geometry:
     """The union of a polygon file's features, in the storage CRS."""
+    import geopandas as gpd
+    import shapely
+
+    from layers.ingest.prepare import PrepareReport, to_storage_crs
+    from layers.ingest.sources import open_source, read_source
+
     frame = read_source(open_source(path))
     if frame.crs is None:
         raise InvalidInput(f"coverage file {path} has no CRS")
@@ -56,6 +56,11 @@ def read_coverage(path: str, srid: int) -> shapely.Geometry:
 
 
 def load(args) -> int:
+    from layers import db
+    from layers.catalogue import load_catalogue
+    from layers.ingest import load_layer
+    from layers.settings import Settings
+
     settings = Settings()
     catalogue = load_catalogue()
     minor = catalogue.minor(args.layer)  # unknown code: fail before touching the database
@@ -90,6 +95,9 @@ def seed_version_tiles(settings: Settings, code: str) -> LayerSeed:
 
 
 def list_(args) -> int:
+    from layers import db, store
+    from layers.settings import Settings
+
     engine = db.make_engine(Settings(), start=False)
     with engine.connect() as conn:
         rows = store.list_layers(conn)
@@ -107,6 +115,10 @@ def list_(args) -> int:
 
 
 def versions(args) -> int:
+    from layers import db, store
+    from layers.catalogue import load_catalogue
+    from layers.settings import Settings
+
     load_catalogue().minor(args.code)
     engine = db.make_engine(Settings(), start=False)
     with engine.connect() as conn:

@@ -1,9 +1,15 @@
-"""The `blueprint` command line. Each command group lives in its own module with `register()`."""
+"""The `blueprint` command line. Each command group lives in its own module with `register()`.
+
+A command module imports at its top only what its parser needs; each handler imports the rest
+(geopandas, SQLAlchemy, the spatial modules). Building the parser then takes ~0.1 s instead of
+~1.9 s, so `--help`, `db url` and a usage error answer at once (tests/layers/test_cli.py).
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import traceback
 
@@ -42,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("blueprint: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader stopped early (`| head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 128 + signal.SIGPIPE
     except Exception as exc:  # one line for the user; the trace only on request
         if os.environ.get("BLUEPRINT_DEBUG"):
             traceback.print_exc()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from layers.settings import Settings
-
 
 def register(commands) -> None:
     serve_p = commands.add_parser("serve", help="serve the web map and the HTTP API")
@@ -15,6 +13,8 @@ def register(commands) -> None:
 
 def serve(args) -> int:
     import uvicorn
+
+    from layers.settings import Settings
 
     settings = Settings()
     host = args.host or settings.server.host

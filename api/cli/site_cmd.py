@@ -6,8 +6,6 @@ import sys
 from pathlib import Path
 
 from api.cli.output import print_json
-from layers import db
-from layers.settings import Settings
 
 
 def register(commands) -> None:
@@ -39,6 +37,8 @@ def register(commands) -> None:
 
 
 def check(args) -> int:
+    from layers import db
+    from layers.settings import Settings
     from spatial.site import check_site, parse_request
     from spatial.site.files import read_site_file
 
@@ -63,6 +63,8 @@ def check(args) -> int:
 
 
 def show(args) -> int:
+    from layers import db
+    from layers.settings import Settings
     from spatial.site.document import conditions_html
     from spatial.site.records import read_check, read_check_json
 
@@ -82,6 +84,8 @@ def show(args) -> int:
 
 
 def assess(args) -> int:
+    from layers import db
+    from layers.settings import Settings
     from spatial.assessment import Staleness, assess_zone, stale_types
     from spatial.site.request import parse_date
 

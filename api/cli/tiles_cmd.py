@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from api.cli.output import ProgressPrinter, print_json
-from layers.settings import Settings
 
 
 def register(commands) -> None:
@@ -23,6 +22,7 @@ def register(commands) -> None:
 
 
 def seed(args) -> int:
+    from layers.settings import Settings
     from viewer.tile_seed import seed_tiles, store_bytes
 
     settings = Settings()

@@ -20,16 +20,15 @@ from openpyxl.styles import Font
 from layers.errors import InvalidInput
 from spatial.conflicts.register import Filters, read_frame
 from spatial.conflicts.rules import RuleSet, load_rules
-
-FORMATS = ("gpkg", "geojson", "xlsx")
+from spatial.conflicts.terms import EXPORT_FORMATS
 
 
 def format_of(path: str | Path, fmt: str | None = None) -> str:
     """The export format: the one given, else the file suffix; ``InvalidInput`` if neither fits."""
     fmt = (fmt or Path(path).suffix.lstrip(".")).lower()
     fmt = {"json": "geojson", "xlsx": "xlsx", "gpkg": "gpkg", "geojson": "geojson"}.get(fmt, fmt)
-    if fmt not in FORMATS:
-        raise InvalidInput(f"export format must be one of {', '.join(FORMATS)}, not {fmt or 'none'!r}")
+    if fmt not in EXPORT_FORMATS:
+        raise InvalidInput(f"export format must be one of {', '.join(EXPORT_FORMATS)}, not {fmt or 'none'!r}")
     return fmt
 
 

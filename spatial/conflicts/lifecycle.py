@@ -11,9 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from layers.errors import InvalidInput, NotFound
+from spatial.conflicts.terms import SETTABLE
 
-STATUSES = ("open", "assigned", "resolved", "accepted", "closed")
-SETTABLE = ("assigned", "resolved", "accepted")
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     "open": ("assigned",),
     "assigned": ("resolved", "accepted"),

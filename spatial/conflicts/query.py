@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from layers.errors import InvalidInput, NotFound
 from spatial.conflicts import lifecycle
 from spatial.conflicts.register import Filters, get_conflict, get_run
-from spatial.conflicts.rules import SEVERITIES, RuleSet, load_rules
+from spatial.conflicts.rules import RuleSet, load_rules
+from spatial.conflicts.terms import SEVERITIES, STATUSES
 
 
 def checked_filters(conn: sa.Connection, *, rule: str | None = None, severity: str | None = None,
@@ -44,7 +45,7 @@ def checked_filters(conn: sa.Connection, *, rule: str | None = None, severity: s
         if rule not in known:
             raise InvalidInput(f"unknown conflict type {rule!r}; known: {', '.join(known)}")
     _one_of("severity", severity, SEVERITIES)
-    _one_of("status", status, lifecycle.STATUSES)
+    _one_of("status", status, STATUSES)
     if district is not None and not _district_known(conn, district):
         raise InvalidInput(f"unknown district {district!r}: not a district of layer 1101")
     if run_id is not None and get_run(conn, run_id) is None:

@@ -25,10 +25,10 @@ from numpy.typing import ArrayLike, NDArray
 
 from layers.catalogue import Attribute, Catalogue, Minor, YamlLoader, load_catalogue, read_yaml
 from layers.errors import BlueprintError
+from spatial.conflicts.terms import SEVERITIES
 
 RULES_PATH = Path(__file__).resolve().parent.parent / "rules" / "conflicts.yaml"
 
-SEVERITIES = ("critical", "major", "minor")
 OPERATIONS = ("intersection", "difference")
 CONTROL_LEVELS = ("prohibited", "restricted", "conditional", "allowed", "none")
 

@@ -24,6 +24,23 @@ def test_catalogue_validate_and_list_json():
     assert json.loads(listed.stdout) == load_catalogue().hierarchy()
 
 
+def test_the_parser_is_built_without_the_heavy_libraries():
+    probe = ("import sys; from api.cli.main import build_parser; build_parser(); "
+             "print(' '.join(m for m in ('geopandas', 'pandas', 'shapely', 'sqlalchemy', 'psycopg', 'pyarrow', "
+             "'numpy', 'pydantic', 'jsonschema') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly():
+    with subprocess.Popen([sys.executable, "-m", "api.cli.main", "catalogue", "list", "--format", "json"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        proc.stdout.close()  # gone before the command writes, as `| head` may be
+        stderr = proc.stderr.read().decode()
+        assert proc.wait() == 141, stderr
+    assert stderr == ""
+
+
 def test_catalogue_validate_rejects_a_broken_file(tmp_path):
     broken = tmp_path / "catalogue.yaml"
     broken.write_text("majors: [{code: '1'}]\n")

@@ -9,7 +9,7 @@ import geopandas as gpd
 import pytest
 import shapely
 
-from layers import store
+from layers import frames
 from layers.catalogue import load_catalogue
 from layers.errors import InvalidInput, NotFound
 from layers.ingest import load_frame
@@ -49,7 +49,7 @@ def test_results_follow_the_overlay(city):
 def test_results_are_stored_as_versioned_layers_with_validity(city, engine, settings):
     today = dt.datetime.now(dt.UTC).date()
     with engine.connect() as conn:
-        stored = store.read_layer(conn, "3207", srid=4548)
+        stored = frames.read_layer(conn, "3207", srid=4548)
     row = stored[stored["zone_id"] == "DZ01"].iloc[0]
     assert row["result"] == "fail" and row["valid_from"] == today.isoformat()
     assert row["valid_to"] == today.replace(year=today.year + 5).isoformat()
@@ -88,7 +88,7 @@ def test_rerun_replaces_the_zone_and_keeps_other_zones(city, engine, settings):
     stored = again["results"][0]["stored"]
     assert stored["version"] == first["results"][0]["stored"]["version"] + 1 and stored["features"] == 2
     with engine.connect() as conn:
-        layer = store.read_layer(conn, "3208", srid=4548).set_index("zone_id")
+        layer = frames.read_layer(conn, "3208", srid=4548).set_index("zone_id")
     today = dt.datetime.now(dt.UTC).date()
     assert layer.loc["DZ02", "valid_to"] == today.replace(year=today.year + 2).isoformat()
     assert sorted(layer.index) == ["DZ01", "DZ02"]

@@ -7,7 +7,7 @@ import pytest
 import shapely
 import sqlalchemy as sa
 
-from layers import store
+from layers import frames
 from layers.errors import InvalidInput
 from spatial.blueprint import export_blueprint, synthesize
 from tests.spatial.conflicts.conftest import city_layers, load
@@ -102,7 +102,7 @@ def test_blueprint_is_stored_as_a_new_version_of_3105(city, empty_store, setting
     _, second = synthesize(empty_store, settings)
     assert (first.version, second.version) == (1, 2)
     with empty_store.connect() as conn:
-        stored = store.read_layer(conn, "3105", srid=4548)
+        stored = frames.read_layer(conn, "3105", srid=4548)
         coverage = conn.execute(sa.text("SELECT ST_Area(coverage), source_name FROM layer_version WHERE id = :v"),
                                 {"v": second.version_id}).one()
     assert len(stored) == len(frame) == second.features
