@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from layers.catalogue import Catalogue, load_catalogue
+from layers.errors import InvalidInput, NotFound
 
 
 def sync_catalogue(conn: sa.Connection, catalogue: Catalogue | None = None) -> int:
@@ -112,6 +113,32 @@ def layer_versions(conn: sa.Connection, code: str) -> list[VersionInfo]:
         f"SELECT {_VERSION_COLUMNS} FROM layer_version v WHERE v.layer_code = :code ORDER BY v.version"
     ), {"code": code})
     return [_version(row) for row in rows]
+
+
+def chosen_version(conn: sa.Connection, code: str, *, number: int | None = None,
+                   as_of: dt.date | None = None) -> VersionInfo:
+    """The version of a layer a reader names: by its number, the one in force on a date, or (neither)
+    the current one.
+
+    Raises
+    ------
+    InvalidInput
+        When both are given.
+    NotFound
+        When the layer has no such version.
+    """
+    if number is not None and as_of is not None:
+        raise InvalidInput("give a version or as_of, not both")
+    if number is not None:
+        found = next((v for v in layer_versions(conn, code) if v.version == number), None)
+        if found is None:
+            raise NotFound(f"layer {code} has no version {number} (`blueprint layers versions {code}` lists them)")
+        return found
+    found = versions_as_of(conn, as_of).get(code)
+    if found is None:
+        raise NotFound(f"layer {code} has no loaded version" if as_of is None
+                       else f"layer {code} had no version in force on {as_of.isoformat()}")
+    return found
 
 
 def list_layers(conn: sa.Connection, catalogue: Catalogue | None = None) -> list[dict]:

@@ -31,9 +31,11 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from api.deps import CatalogueDep, ConnDep, SettingsDep
 from api.params import parse_bbox
+from layers import store
 from layers.catalogue import Catalogue, Minor, load_catalogue
 from layers.db import database_url, libpq_url
 from layers.errors import DatabaseUnavailable, InvalidInput, NotFound
+from spatial.site.request import parse_date
 from viewer.tile_cache import CurrentVersions, LayerVersion, Tile, TileCache
 from viewer.tile_store import WRITER_OPTIONS, BackgroundWrites, TileRecipe, gzip_tile, read_tile
 from viewer.tiles import TILE_REVISION, InvalidTile, check_address, extra_attributes, tile_query
@@ -229,8 +231,11 @@ def layer_features(
     bbox: Annotated[str | None, Query(description="minlon,minlat,maxlon,maxlat")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     geometry: bool = True,
+    version: Annotated[int | None, Query(ge=1, description="the layer's version number (default: current)")] = None,
+    as_of: Annotated[str | None, Query(description="YYYY-MM-DD: the version in force that day")] = None,
 ) -> JSONResponse:
-    """Features of a layer's current version as a GeoJSON FeatureCollection (EPSG:4326).
+    """Features of a layer's current version (or of ``version``, or of the one in force ``as_of`` a
+    date) as a GeoJSON FeatureCollection (EPSG:4326).
 
     At most one selector: ``lon``+``lat`` (features within ``tolerance_m`` of the point, nearest
     first), ``fid`` (those features) or ``bbox``; with none, the first ``limit`` features by fid.
@@ -243,10 +248,7 @@ def layer_features(
     selectors = [s for s in (lon is not None, fid is not None, bbox is not None) if s]
     if len(selectors) > 1:
         raise InvalidInput("give one of lon/lat, fid or bbox")
-    version_id = conn.execute(sa.text("SELECT current_version_id FROM layer WHERE code = :c"),
-                              {"c": minor.code}).scalar()
-    if version_id is None:
-        raise NotFound(f"layer {minor.code} has no loaded version")
+    chosen = store.chosen_version(conn, minor.code, number=version, as_of=parse_date(as_of))
     params: dict = {"limit": limit, "srid": srid}
     where, order = "", "fid"
     if lon is not None:
@@ -262,7 +264,7 @@ def layer_features(
         where = "AND geom && ST_Transform(ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326), :srid)"
     geom_sql = "ST_AsGeoJSON(ST_Transform(geom, 4326), 7)" if geometry else "NULL"
     rows = conn.execute(sa.text(
-        f"SELECT fid, props, {geom_sql} FROM feature WHERE version_id = {int(version_id)} {where} "
+        f"SELECT fid, props, {geom_sql} FROM feature WHERE version_id = {chosen.id} {where} "
         f"ORDER BY {order} LIMIT :limit"
     ), params).all()
     features = [
@@ -273,7 +275,9 @@ def layer_features(
     return JSONResponse({
         "type": "FeatureCollection",
         "layer": {"code": minor.code, "name_zh": minor.name_zh, "name_en": minor.name_en,
-                  "geometry_type": minor.geometry_type, "version_id": int(version_id)},
+                  "geometry_type": minor.geometry_type, "version": chosen.version, "version_id": chosen.id,
+                  "valid_from": chosen.valid_from.isoformat(),
+                  "superseded_at": chosen.superseded_at.isoformat() if chosen.superseded_at else None},
         "number_returned": len(features),
         "features": features,
     })
