@@ -4,7 +4,32 @@ from __future__ import annotations
 
 import math
 
+from fastapi import Request
+from fastapi.routing import APIRoute
+
 from layers.errors import InvalidInput
+
+
+def known_query_parameters(request: Request) -> None:
+    """Refuse a query parameter the route does not take (a dependency of every API route).
+
+    FastAPI ignores unknown ones, so a mistyped ``as_of`` or ``version`` would silently answer
+    for the current version.
+    """
+    known = _query_names(request.scope["route"])
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise InvalidInput(f"unknown query parameter {', '.join(map(repr, unknown))}; "
+                           f"this route takes {', '.join(sorted(known)) or 'none'}")
+
+
+def _query_names(route: APIRoute) -> frozenset[str]:
+    names, pending = set(), [route.dependant]
+    while pending:
+        current = pending.pop()
+        names.update(field.alias for field in current.query_params)
+        pending.extend(current.dependencies)
+    return frozenset(names)
 
 
 def parse_bbox(text: str) -> tuple[float, float, float, float]:

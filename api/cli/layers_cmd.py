@@ -1,4 +1,4 @@
-"""`blueprint layers load|list|versions`."""
+"""`blueprint layers load|list|versions|export`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from api.cli.output import ProgressPrinter, print_json
 from layers.errors import InvalidInput
+from spatial.conflicts.terms import EXPORT_FORMATS
 
 if TYPE_CHECKING:
     import shapely
@@ -38,6 +39,14 @@ def register(commands) -> None:
     versions_p.add_argument("code")
     versions_p.add_argument("--format", choices=("text", "json"), default="text")
     versions_p.set_defaults(handler=versions)
+    export_p = sub.add_parser("export", help="write a layer's current (or an earlier) version to a file")
+    export_p.add_argument("code")
+    export_p.add_argument("-o", "--output", required=True, help="output file (.gpkg, .geojson or .xlsx)")
+    chosen = export_p.add_mutually_exclusive_group()
+    chosen.add_argument("--version", type=int, help="the version number (see `layers versions`)")
+    chosen.add_argument("--as-of", help="YYYY-MM-DD: the version in force that day")
+    export_p.add_argument("--format", choices=EXPORT_FORMATS, help="default: from the file suffix")
+    export_p.set_defaults(handler=export)
 
 
 def read_coverage(path: str, srid: int) -> shapely.Geometry:
@@ -131,4 +140,31 @@ def versions(args) -> int:
         state = "superseded" if v["superseded_at"] else "current"
         print(f"v{v['version']:<3} {v['feature_count']:>9,} features  {v['source']}  "
               f"valid from {v['valid_from'][:19]}  {state}  sha256 {v['checksum'][:12]}")
+    return 0
+
+
+def export(args) -> int:
+    from layers import db, frames, store
+    from layers.catalogue import load_catalogue
+    from layers.settings import Settings
+    from spatial.conflicts.export import format_of, write_frame
+    from spatial.site.request import parse_date
+
+    minor = load_catalogue().minor(args.code)
+    if minor.geometry_type == "raster":
+        raise InvalidInput(f"layer {minor.code} is a raster layer: `blueprint layers versions {minor.code}` "
+                           "names each version's GeoTIFF")
+    format_of(args.output, args.format)  # a bad file name fails before the work
+    settings = Settings()
+    engine = db.make_engine(settings, start=False)
+    try:
+        with engine.connect() as conn:
+            chosen = store.chosen_version(conn, minor.code, number=args.version, as_of=parse_date(args.as_of))
+            frame = frames.read_features(conn, version_id=chosen.id, srid=settings.storage.storage_srid)
+    finally:
+        engine.dispose()
+    write_frame(frame, args.output, fmt=args.format, layer=minor.code)
+    state = f"superseded {chosen.superseded_at:%Y-%m-%d}" if chosen.superseded_at else "current"
+    print(f"wrote layer {minor.code} v{chosen.version} ({len(frame):,} features, valid from "
+          f"{chosen.valid_from:%Y-%m-%d}, {state}) to {args.output}")
     return 0

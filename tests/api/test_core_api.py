@@ -78,3 +78,19 @@ def test_features_of_an_earlier_version_stay_queryable(client, empty_store, sett
         assert response.status_code == status, params
         assert response.headers["content-type"] == "application/problem+json"
         assert words in str(response.json()["detail"]), params
+
+
+def test_an_unknown_query_parameter_is_refused_not_ignored(client, empty_store, settings, tmp_path):
+    load_layer(empty_store, settings, path=write(redline_frame(3), tmp_path / "r.gpkg"), layer_code="2301")
+    for path, params in [("/api/v1/layers/2301/features", {"as_off": "2025-01-01"}),
+                         ("/api/v1/layers", {"format": "json"}),
+                         ("/api/v1/conflicts", {"severty": "critical"}),
+                         ("/api/v1/health", {"x": "1"})]:
+        response = client.get(path, params=params)
+        assert response.status_code == 422, path
+        assert response.headers["content-type"] == "application/problem+json"
+        assert f"unknown query parameter '{next(iter(params))}'" in response.json()["detail"], path
+    known = client.get("/api/v1/layers/2301/features", params={"as_of": "2030-01-01", "geometry": "false"})
+    assert known.status_code == 200 and known.json()["number_returned"] == 3
+    assert "takes as_of, bbox, fid, geometry, lat, limit, lon, tolerance_m, version" in client.get(
+        "/api/v1/layers/2301/features", params={"v": "1"}).json()["detail"]

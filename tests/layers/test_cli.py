@@ -5,11 +5,15 @@ import os
 import subprocess
 import sys
 
+import geopandas as gpd
+import numpy as np
 import sqlalchemy as sa
 
 from layers import db
 from layers.catalogue import load_catalogue
+from layers.ingest import load_layer
 from tests.databases import database_name
+from tests.specimens import redline_frame, write
 
 
 def run(*args, env=None):
@@ -75,3 +79,36 @@ def test_db_up_creates_and_migrates_the_named_database(settings):
         assert layers == len(load_catalogue().minors) and f"{layers} catalogue layers" in result.stdout
     finally:
         db.drop_database(url)
+
+
+def _database_env(settings) -> dict:
+    if settings.database.database_url:
+        return {"DATABASE_URL": settings.database.database_url}
+    return {"BLUEPRINT_DATABASE": settings.database.embedded_database}
+
+
+def test_layers_export_writes_the_current_or_an_earlier_version(empty_store, settings, tmp_path):
+    first, second = redline_frame(6, seed=1), redline_frame(4, seed=2)
+    load_layer(empty_store, settings, path=write(first, tmp_path / "v1.gpkg"), layer_code="2301",
+               valid_from="2025-01-01")
+    load_layer(empty_store, settings, path=write(second, tmp_path / "v2.gpkg"), layer_code="2301",
+               valid_from="2026-01-01")
+    env = _database_env(settings)
+    for args, source, version in [((), second, 2), (("--version", "1"), first, 1),
+                                  (("--as-of", "2025-12-31"), first, 1)]:
+        out = tmp_path / f"out-{version}-{len(args)}.gpkg"
+        result = run("layers", "export", "2301", "-o", str(out), *args, env=env)
+        assert result.returncode == 0, result.stderr
+        assert f"wrote layer 2301 v{version} ({len(source)} features" in result.stdout
+        back = gpd.read_file(out, fid_as_index=True).sort_index()  # GDAL keeps "fid" as the GeoPackage key
+        assert list(back.index) == list(source["fid"])
+        assert back.crs.to_epsg() == 4548 and list(back["name"]) == list(source["name"])
+        # Areas in the storage CRS, against shapely on the frame that was loaded.
+        np.testing.assert_allclose(back.geometry.area.to_numpy(), source.geometry.area.to_numpy(), rtol=1e-12)
+    for args, message in [(("--version", "3"), "has no version 3"),
+                          (("--as-of", "2024-12-31"), "had no version in force on 2024-12-31"),
+                          (("--version", "1", "--as-of", "2025-12-31"), "not allowed with argument"),
+                          (("--format", "shp"), "invalid choice")]:
+        result = run("layers", "export", "2301", "-o", str(tmp_path / "bad.gpkg"), *args, env=env)
+        assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+        assert not (tmp_path / "bad.gpkg").exists()
