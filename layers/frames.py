@@ -12,7 +12,6 @@ import shapely
 import sqlalchemy as sa
 
 from layers import store
-from layers.errors import NotFound
 
 
 def read_features(conn: sa.Connection, *, version_id: int, srid: int,
@@ -41,8 +40,5 @@ def read_layer(conn: sa.Connection, code: str, *, srid: int, version_id: int | N
                bbox: tuple[float, float, float, float] | None = None) -> gpd.GeoDataFrame:
     """The current (or a given) version of a layer as a GeoDataFrame."""
     if version_id is None:
-        version = store.current_versions(conn).get(code)
-        if version is None:
-            raise NotFound(f"layer {code} has no loaded version")
-        version_id = version.id
+        version_id = store.chosen_version(conn, code).id
     return read_features(conn, version_id=version_id, srid=srid, bbox=bbox)

@@ -194,10 +194,11 @@ def read_features(source: Source, *, source_layer: str | None = None) -> PlanFea
 def _read_geoparquet(path: Path) -> PlanFeatures:
     """A GeoParquet file; its WKB geometry column read as is (others through geopandas).
 
-    Read with ``ParquetFile`` over a memory map rather than ``pq.read_table``: the dataset scanner
-    behind ``read_table`` buffers the compressed column chunks in fresh memory and costs ~1 s to
-    start in a new process; on the 2-core VM, 1M polygons read in 1.4 s instead of 8.7 s, and 100k
-    in 0.16 s instead of 0.36–0.6 s between loads (medians of 7, /tmp measurements, session 6).
+    Read with ``ParquetFile`` over a memory map rather than ``pq.read_table``, whose dataset
+    scanner copies the compressed column chunks into fresh memory and takes ~1 s to start in a new
+    process. Measured ad hoc on the 2-core VM: 1M polygons of bench/ingest.py read in 1.4 s instead
+    of 8.7 s (new processes); 100k, loaded again and again in one process, in 0.16 s instead of
+    0.36–0.43 s (medians of 7).
     """
     try:
         with pq.ParquetFile(path, memory_map=True) as parquet:
