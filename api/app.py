@@ -6,9 +6,10 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from api.errors import register_error_handlers
+from api.params import known_query_parameters
 from api.routers import conflicts, health, layers, sites, tiles
 from layers.db import make_engine
 from layers.settings import Settings
@@ -36,6 +37,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="One Blueprint 一张蓝图", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     register_error_handlers(app)
-    for module in (health, layers, conflicts, sites, tiles, viewer_routes):
-        app.include_router(module.router)
+    for module in (health, layers, conflicts, sites, tiles):
+        # Every API route refuses query parameters it does not take (the tile route, a plain
+        # Starlette route, and the pages take what they are given).
+        app.include_router(module.router, dependencies=[Depends(known_query_parameters)])
+    app.include_router(viewer_routes.router)
     return app

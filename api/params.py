@@ -11,7 +11,7 @@ from layers.errors import InvalidInput
 
 
 def known_query_parameters(request: Request) -> None:
-    """Refuse a query parameter the route does not take (a dependency of every API route).
+    """Refuse a query parameter the route does not take (``create_app`` adds it to every API route).
 
     FastAPI ignores unknown ones, so a mistyped ``as_of`` or ``version`` would silently answer
     for the current version.

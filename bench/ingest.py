@@ -60,11 +60,7 @@ from bench.common import (  # noqa: E402
     write_results,
 )
 from layers.catalogue import load_catalogue  # noqa: E402
-from layers.ingest import (  # noqa: E402
-    load_frame,
-    load_layer,
-    validity,  # noqa: E402
-)
+from layers.ingest import load_frame, load_layer, validity  # noqa: E402
 from layers.ingest import wkb as wkb_  # noqa: E402
 from layers.ingest.copy_rows import copy_rows  # noqa: E402
 from layers.ingest.prepare import (  # noqa: E402

@@ -79,21 +79,24 @@ def _version(row) -> VersionInfo:
     return VersionInfo(*row[:9], extent, row[13])
 
 
-def current_versions(conn: sa.Connection) -> dict[str, VersionInfo]:
-    """The current version of every layer that has one, by layer code."""
+def current_versions(conn: sa.Connection, code: str | None = None) -> dict[str, VersionInfo]:
+    """The current version of every layer that has one (or only of layer ``code``), by layer code."""
     rows = conn.execute(sa.text(
         f"SELECT {_VERSION_COLUMNS} FROM layer l JOIN layer_version v ON v.id = l.current_version_id"
-    ))
+        " WHERE CAST(:code AS text) IS NULL OR l.code = :code"
+    ), {"code": code})
     return {row[1]: _version(row) for row in rows}
 
 
-def versions_as_of(conn: sa.Connection, when: dt.datetime | dt.date | None) -> dict[str, VersionInfo]:
-    """The version of every layer in force at a moment (None: the current versions).
+def versions_as_of(conn: sa.Connection, when: dt.datetime | dt.date | None,
+                   code: str | None = None) -> dict[str, VersionInfo]:
+    """The version of every layer (or only of layer ``code``) in force at a moment (None: the
+    current versions).
 
     A version is in force from its ``valid_from``; the latest one valid by then wins.
     """
     if when is None:
-        return current_versions(conn)
+        return current_versions(conn, code)
     if isinstance(when, dt.date) and not isinstance(when, dt.datetime):
         # A date means the end of that day.
         when = dt.datetime.combine(when, dt.time.max, tzinfo=dt.UTC)
@@ -101,10 +104,10 @@ def versions_as_of(conn: sa.Connection, when: dt.datetime | dt.date | None) -> d
         f"""
         SELECT DISTINCT ON (v.layer_code) {_VERSION_COLUMNS}
         FROM layer_version v
-        WHERE v.valid_from <= :when
+        WHERE v.valid_from <= :when AND (CAST(:code AS text) IS NULL OR v.layer_code = :code)
         ORDER BY v.layer_code, v.valid_from DESC, v.id DESC
         """
-    ), {"when": when})
+    ), {"when": when, "code": code})
     return {row[1]: _version(row) for row in rows}
 
 
@@ -134,7 +137,7 @@ def chosen_version(conn: sa.Connection, code: str, *, number: int | None = None,
         if found is None:
             raise NotFound(f"layer {code} has no version {number} (`blueprint layers versions {code}` lists them)")
         return found
-    found = versions_as_of(conn, as_of).get(code)
+    found = versions_as_of(conn, as_of, code).get(code)  # one layer's row: this is on the map's click path
     if found is None:
         raise NotFound(f"layer {code} has no loaded version" if as_of is None
                        else f"layer {code} had no version in force on {as_of.isoformat()}")

@@ -16,11 +16,11 @@ import re
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict
 
 from api.deps import ConnDep, EngineDep, SettingsDep
-from api.params import known_query_parameters, parse_bbox
+from api.params import parse_bbox
 from layers.errors import InvalidInput, NotFound
 from spatial.conflicts import lifecycle
 from spatial.conflicts.query import checked_filters, conflict_detail
@@ -28,7 +28,7 @@ from spatial.conflicts.register import get_run, list_conflicts, list_runs
 from spatial.conflicts.rules import load_rules
 from spatial.conflicts.run import run_conflicts
 
-router = APIRouter(prefix="/api/v1/conflicts", tags=["conflicts"], dependencies=[Depends(known_query_parameters)])
+router = APIRouter(prefix="/api/v1/conflicts", tags=["conflicts"])
 
 LIST_KEYS = ("id", "rule", "name_zh", "name_en", "severity", "status", "area_m2", "district", "district_name",
              "a_layer", "a_fid", "b_layer", "b_fid", "geometry")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import EngineDep
-from api.params import known_query_parameters
 
-router = APIRouter(prefix="/api/v1", tags=["health"], dependencies=[Depends(known_query_parameters)])
+router = APIRouter(prefix="/api/v1", tags=["health"])
 
 
 @router.get("/health")

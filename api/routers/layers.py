@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from api.deps import CatalogueDep, ConnDep
-from api.params import known_query_parameters
 from layers import store
 
-router = APIRouter(prefix="/api/v1", tags=["layers"], dependencies=[Depends(known_query_parameters)])
+router = APIRouter(prefix="/api/v1", tags=["layers"])
 
 
 @router.get("/catalogue")

@@ -16,13 +16,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from api.deps import ConnDep, SettingsDep
-from api.params import known_query_parameters
 from layers.errors import InputTooLarge
 from spatial import assessment
 from spatial.site import check_site, parse_json, parse_request
@@ -30,7 +29,7 @@ from spatial.site.document import conditions_html
 from spatial.site.records import read_check, read_check_json
 from spatial.site.request import parse_date
 
-router = APIRouter(prefix="/api/v1", tags=["sites"], dependencies=[Depends(known_query_parameters)])
+router = APIRouter(prefix="/api/v1", tags=["sites"])
 
 
 class SiteCheckBody(BaseModel):

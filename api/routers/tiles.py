@@ -25,12 +25,12 @@ from typing import Annotated
 
 import psycopg
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from api.deps import CatalogueDep, ConnDep, SettingsDep
-from api.params import known_query_parameters, parse_bbox
+from api.params import parse_bbox
 from layers import store
 from layers.catalogue import Catalogue, Minor, load_catalogue
 from layers.db import database_url, libpq_url
@@ -221,7 +221,7 @@ def _parse_fids(text: str) -> list[int]:
     return [int(p) for p in parts]
 
 
-@router.get("/api/v1/layers/{code}/features", dependencies=[Depends(known_query_parameters)])
+@router.get("/api/v1/layers/{code}/features")
 def layer_features(
     code: str, conn: ConnDep, settings: SettingsDep, catalogue: CatalogueDep,
     lon: Annotated[float | None, Query(ge=-180, le=180)] = None,

@@ -223,13 +223,13 @@ def _examples(values: np.ndarray, n: int = 5) -> str:
 def feature_ids(attributes: pd.DataFrame, file_fids: np.ndarray | None = None) -> np.ndarray:
     """The features' ids: the file's own (a GeoPackage's primary key), else a ``fid`` column when
     present, else 1..n; they must be unique whole numbers."""
-    column = next((c for c in attributes.columns if str(c).lower() == "fid"), None)
     if file_fids is not None:
         values = pd.Series(file_fids)
-    elif column is not None:
-        values = pd.to_numeric(attributes[column], errors="coerce")
     else:
-        return np.arange(1, len(attributes) + 1, dtype=np.int64)
+        column = next((c for c in attributes.columns if str(c).lower() == "fid"), None)
+        if column is None:
+            return np.arange(1, len(attributes) + 1, dtype=np.int64)
+        values = pd.to_numeric(attributes[column], errors="coerce")
     if values.isna().any() or (values % 1 != 0).any():
         raise InvalidInput("the fid column holds values that are not whole numbers")
     fids = values.to_numpy(dtype=np.int64)
