@@ -76,6 +76,7 @@ from layers.ingest.prepare import (  # noqa: E402
 from layers.ingest.sources import PlanFeatures, file_sha256, open_source, read_features  # noqa: E402
 from layers.ingest.write import NewVersion, write_version  # noqa: E402
 
+ENGINES = ("blueprint", "to_postgis", "ogr2ogr", "pgdump", "binary_copy")
 LAYER = "2301"  # ecological red line: polygons, one enumerated and one free-text attribute
 SRID = 4548
 TARGET_ROWS_PER_S = 150_000
@@ -277,9 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vertices", type=int, default=40)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-profile", action="store_true")
-    parser.add_argument("--engines", default="blueprint,to_postgis,ogr2ogr,pgdump,binary_copy",
-                        help="comma-separated subset to run")
+    parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset to run")
     args = parser.parse_args(argv)
+    chosen = args.engines.split(",")
+    unknown = sorted(set(chosen) - set(ENGINES))
+    if unknown:
+        parser.error(f"unknown engine {', '.join(unknown)}; known: {', '.join(ENGINES)}")
 
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (numbers are only "
           "comparable when the machine is otherwise idle)")
@@ -305,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         ("pgdump", "geodataframe"): lambda: run_pgdump(conninfo, frame),
         ("binary_copy", "geodataframe"): lambda: write_unvalidated(engine, frame, minor),
     }
-    runs = {key: run for key, run in runs.items() if key[0] in args.engines.split(",")}
+    runs = {key: run for key, run in runs.items() if key[0] in chosen}
     if not shutil.which("ogr2ogr"):
         print("ogr2ogr not found (apt-get install gdal-bin): skipping that peer")
         runs.pop(("ogr2ogr", "geopackage"), None)

@@ -45,8 +45,9 @@ import pandas as pd
 from bench.common import Measurement, bench_settings
 from layers import db, store
 from layers.catalogue import load_catalogue
-from spatial.conflicts.rules import Rule, RuleSet, harmonise, load_rules, select
+from spatial.conflicts.rules import Rule, RuleSet, load_rules
 from spatial.conflicts.run import LayerPlan, detect, read_layers, read_plans, run_conflicts
+from spatial.conflicts.selection import harmonise, select
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "blueprint_bench_overlay"

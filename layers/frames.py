@@ -7,6 +7,8 @@ does not import geopandas.
 from __future__ import annotations
 
 import geopandas as gpd
+import numpy as np
+import orjson
 import pandas as pd
 import shapely
 import sqlalchemy as sa
@@ -16,23 +18,28 @@ from layers import store
 
 def read_features(conn: sa.Connection, *, version_id: int, srid: int,
                   bbox: tuple[float, float, float, float] | None = None) -> gpd.GeoDataFrame:
-    """The features of one version as a GeoDataFrame in the storage CRS: fid, attributes, geometry."""
-    where = "version_id = :vid"
-    params: dict = {"vid": version_id}
+    """The features of one version as a GeoDataFrame in the storage CRS: fid, attributes, geometry.
+
+    Fetched in binary (WKB as bytes, not hex) with the attributes as JSON text parsed in one
+    orjson call: decoding ``jsonb`` row by row with the standard library took half of the 2–3 s
+    that reading 100k polygons took (1–2 s now; measured ad hoc on the 2-core VM).
+    """
+    where = "version_id = %s"
+    params: list = [version_id]
     if bbox is not None:
-        where += " AND geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, :srid)"
-        params.update(x0=bbox[0], y0=bbox[1], x1=bbox[2], y1=bbox[3], srid=srid)
-    rows = conn.execute(
-        sa.text(f"SELECT fid, props, ST_AsBinary(geom) FROM feature WHERE {where} ORDER BY fid"),
-        params,
-    ).all()
+        where += " AND geom && ST_MakeEnvelope(%s, %s, %s, %s, %s)"
+        params += [*bbox, srid]
+    with conn.connection.driver_connection.cursor(binary=True) as cur:
+        cur.execute(f"SELECT fid, props::text, ST_AsBinary(geom) FROM feature WHERE {where} ORDER BY fid", params)
+        rows = cur.fetchall()
     if not rows:
         return gpd.GeoDataFrame({"fid": pd.Series([], dtype="int64")}, geometry=gpd.GeoSeries([]),
                                 crs=f"EPSG:{srid}")
-    fids, props, wkb = zip(*rows, strict=True)
-    attributes = pd.DataFrame.from_records(props)
-    frame = gpd.GeoDataFrame(attributes, geometry=shapely.from_wkb(list(wkb)), crs=f"EPSG:{srid}")
-    frame.insert(0, "fid", list(fids))
+    # Every props value was written by orjson (layers.ingest.copy_rows), so orjson reads it back.
+    attributes = pd.DataFrame.from_records(orjson.loads("[" + ",".join(row[1] for row in rows) + "]"))
+    geometry = shapely.from_wkb(np.fromiter((row[2] for row in rows), dtype=object, count=len(rows)))
+    frame = gpd.GeoDataFrame(attributes, geometry=geometry, crs=f"EPSG:{srid}")
+    frame.insert(0, "fid", np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)))
     return frame
 
 

@@ -32,8 +32,9 @@ from layers.errors import InvalidInput
 from layers.ingest import load_frame
 from layers.settings import Settings
 from layers.store import VersionInfo
-from spatial.conflicts.rules import RULES_PATH, PriorityEntry, RuleSet, harmonise, load_rules
+from spatial.conflicts.rules import RULES_PATH, PriorityEntry, RuleSet, load_rules
 from spatial.conflicts.run import LayerPlan, default_threads, read_layers
+from spatial.conflicts.selection import harmonise
 from spatial.overlay import difference_from, map_ranges, parallel, polygonal
 
 BLUEPRINT_LAYER = "3105"

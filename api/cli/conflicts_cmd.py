@@ -13,7 +13,7 @@ from spatial.conflicts.terms import EXPORT_FORMATS, SETTABLE, SEVERITIES, STATUS
 if TYPE_CHECKING:
     from layers.settings import Settings
     from layers.store import VersionInfo
-    from spatial.conflicts.register import Filters
+    from spatial.conflicts.listing import Filters
 
 
 def register(commands) -> None:
@@ -127,7 +127,7 @@ def print_run_text(run_id: int, summary: dict, timings: dict, versions: dict, no
 def list_(args) -> int:
     from layers import db
     from layers.settings import Settings
-    from spatial.conflicts.register import list_conflicts
+    from spatial.conflicts.listing import list_conflicts
 
     engine = db.make_engine(Settings(), start=False)
     try:
@@ -165,7 +165,7 @@ def show(args) -> int:
 def runs(args) -> int:
     from layers import db
     from layers.settings import Settings
-    from spatial.conflicts.register import get_run, list_runs
+    from spatial.conflicts.listing import get_run, list_runs
 
     engine = db.make_engine(Settings(), start=False)
     try:

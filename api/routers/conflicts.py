@@ -23,8 +23,8 @@ from api.deps import ConnDep, EngineDep, SettingsDep
 from api.params import parse_bbox
 from layers.errors import InvalidInput, NotFound
 from spatial.conflicts import lifecycle
+from spatial.conflicts.listing import get_run, list_conflicts, list_runs
 from spatial.conflicts.query import checked_filters, conflict_detail
-from spatial.conflicts.register import get_run, list_conflicts, list_runs
 from spatial.conflicts.rules import load_rules
 from spatial.conflicts.run import run_conflicts
 

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 from pyproj import CRS
 
-from spatial.conflicts.rules import Rule, harmonise, select
+from spatial.conflicts.rules import Rule
+from spatial.conflicts.selection import harmonise, select
 from spatial.overlay import difference_from, intersect_pairs
 
 COLUMNS = ["rule", "a_fid", "b_fid", "geometry", "area_m2"]

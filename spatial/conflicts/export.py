@@ -13,12 +13,13 @@ from pathlib import Path
 import geopandas as gpd
 import pandas as pd
 import shapely
+import sqlalchemy as sa
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
 
 from layers.errors import InvalidInput
-from spatial.conflicts.register import Filters, read_frame
+from spatial.conflicts.listing import ROW_KEYS, ROW_SQL, Filters, where_sql
 from spatial.conflicts.rules import RuleSet, load_rules
 from spatial.conflicts.terms import EXPORT_FORMATS
 
@@ -68,6 +69,18 @@ def export_conflicts(conn, path: str | Path, *, fmt: str | None = None, filters:
     table = conflict_table(read_frame(conn, filters or Filters()), rules)
     write_frame(table, path, fmt=fmt, layer="conflicts")
     return len(table)
+
+
+def read_frame(conn, filters: Filters) -> gpd.GeoDataFrame:
+    """Every conflict matching the filters as a GeoDataFrame in the storage CRS (for exports)."""
+    where, params = where_sql(filters)
+    rows = conn.execute(sa.text(
+        f"SELECT {ROW_SQL}, c.a_attrs, c.b_attrs, ST_AsBinary(c.geom), ST_SRID(c.geom) FROM conflict c{where} "
+        "ORDER BY c.id"), params).all()
+    srid = rows[0][-1] if rows else conn.execute(sa.text("SELECT storage_srid FROM deployment")).scalar_one()
+    frame = pd.DataFrame([r[:len(ROW_KEYS) + 2] for r in rows], columns=[*ROW_KEYS, "a_attrs", "b_attrs"])
+    geometry = shapely.from_wkb([bytes(r[-2]) for r in rows]) if rows else []
+    return gpd.GeoDataFrame(frame, geometry=geometry, crs=f"EPSG:{srid}")
 
 
 def write_frame(frame: gpd.GeoDataFrame, path: str | Path, *, fmt: str | None = None, layer: str = "features",

@@ -1,7 +1,8 @@
 """What users ask of the conflict register, checked the same way for the CLI and the HTTP API.
 
 An unknown filter value is an ``InvalidInput`` error naming the value, never an empty listing; an
-unknown conflict is ``NotFound``. The register itself (reading, writing) is spatial/conflicts/register.py.
+unknown conflict is ``NotFound``. Reading the register is spatial/conflicts/listing.py, writing it
+spatial/conflicts/register.py.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sqlalchemy as sa
 
 from layers.errors import InvalidInput, NotFound
 from spatial.conflicts import lifecycle
-from spatial.conflicts.register import Filters, get_conflict, get_run
+from spatial.conflicts.listing import Filters, get_conflict, get_run
 from spatial.conflicts.rules import RuleSet, load_rules
 from spatial.conflicts.terms import SEVERITIES, STATUSES
 

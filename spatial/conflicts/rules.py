@@ -18,10 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import yaml
-from numpy.typing import ArrayLike, NDArray
 
 from layers.catalogue import Attribute, Catalogue, Minor, YamlLoader, load_catalogue, read_yaml
 from layers.errors import BlueprintError
@@ -50,6 +47,20 @@ class Scheme:
 
     name: str
     mapping: Mapping[str, str] = dataclasses.field(hash=False)
+
+    def classify(self, code: object) -> str | None:
+        """The class of one code (compared by its ``str``), None when no prefix matches.
+
+        Examples
+        --------
+        >>> Scheme("s", {"11": "water", "1109": "construction"}).classify("1109")
+        'construction'
+        """
+        text = str(code)
+        for n in sorted({len(k) for k in self.mapping}, reverse=True):
+            if text[:n] in self.mapping:
+                return self.mapping[text[:n]]
+        return None
 
 
 @dataclass(frozen=True)
@@ -418,9 +429,8 @@ def _scheme_covers(where: str, scheme: Scheme, minor: Minor, name: str) -> None:
     values = next(a.values for a in minor.attributes if a.name == name)
     if values is None:
         return
-    classes = harmonise(list(values), scheme)
-    for value, cls in zip(values, classes, strict=True):
-        if cls is None:
+    for value in values:
+        if scheme.classify(value) is None:
             raise RulesError(f"{where}: {minor.code}.{name} value {value!r} has no class in scheme {scheme.name}")
 
 
@@ -450,70 +460,3 @@ def _list(raw: dict, key: str) -> list:
 
 def _is_str_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
-
-
-def harmonise(values: ArrayLike, scheme: Scheme | Mapping[str, str]) -> NDArray[np.object_]:
-    """Map codes to classes through a harmonisation scheme; the longest matching prefix wins.
-
-    Parameters
-    ----------
-    values : array_like
-        Codes (strings; other values are compared by their ``str``). Missing values stay ``None``.
-    scheme : Scheme or mapping
-        Code prefix → class.
-
-    Returns
-    -------
-    numpy.ndarray of object
-        The class of each value, ``None`` where no prefix matches.
-
-    Examples
-    --------
-    >>> harmonise(["1109", "1101", "05H1", "99", None], {"11": "water", "1109": "construction", "05": "construction"})
-    array(['construction', 'water', 'construction', None, None], dtype=object)
-    """
-    mapping = scheme.mapping if isinstance(scheme, Scheme) else scheme
-    codes, uniques = pd.factorize(pd.Series(np.asarray(values, dtype=object), dtype=object), use_na_sentinel=True)
-    lengths = sorted({len(k) for k in mapping}, reverse=True)
-    # few distinct codes: resolve each once, then broadcast with take
-    resolved = np.empty(len(uniques) + 1, dtype=object)
-    for i, value in enumerate(uniques):
-        text = str(value)
-        resolved[i] = next((mapping[text[:n]] for n in lengths if text[:n] in mapping), None)
-    return resolved[codes]  # code -1 (missing) picks the trailing None
-
-
-def select(gdf: pd.DataFrame, side: Side) -> NDArray[np.bool_]:
-    """Which rows of a layer's frame a rule side selects.
-
-    Parameters
-    ----------
-    gdf : pandas.DataFrame or geopandas.GeoDataFrame
-        Features of ``side.layer`` whose columns are the catalogue attributes.
-    side : Side
-        The ``where`` filters, then the harmonised ``classes``, then ``exclude``.
-
-    Returns
-    -------
-    numpy.ndarray of bool
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> side = load_rules().rule("CT08").a
-    >>> select(pd.DataFrame({"ydlb": ["R2", "H2", "E2", "M1"]}), side).tolist()
-    [True, False, False, True]
-    """
-    needed = [*side.where, *([side.field] if side.field else [])]
-    missing = [c for c in needed if c not in gdf.columns]
-    if missing:
-        raise ValueError(f"features of layer {side.layer} have no column {missing[0]!r}")
-    mask = np.ones(len(gdf), dtype=bool)
-    for name, allowed in side.where.items():
-        mask &= gdf[name].isin(allowed).to_numpy()
-    if side.scheme is not None and side.field is not None:
-        classes = pd.Series(harmonise(gdf[side.field], side.scheme), dtype=object)
-        mask &= classes.isin(side.classes).to_numpy()
-        if side.exclude:
-            mask &= ~gdf[side.field].isin(side.exclude).to_numpy()
-    return mask

@@ -27,7 +27,8 @@ from layers.catalogue import Catalogue, Minor, load_catalogue
 from layers.settings import Settings
 from spatial.conflicts.evaluate import evaluate_rule
 from spatial.conflicts.register import Changes, RunRecord, write_run
-from spatial.conflicts.rules import RULES_PATH, Rule, RuleSet, Side, harmonise, load_rules
+from spatial.conflicts.rules import RULES_PATH, Rule, RuleSet, Side, load_rules
+from spatial.conflicts.selection import harmonise
 
 ADMIN_LAYER = "1101"
 Progress = Callable[[str, int, int], None]
@@ -184,7 +185,7 @@ def side_predicate(side: Side, minor: Minor) -> dict[str, tuple[str, ...]]:
     """The side's filter as ``{attribute: allowed text values}`` where it can run in SQL.
 
     String attributes with a ``where`` list, and harmonised fields whose allowed values the
-    catalogue lists, become value lists; anything else is left to :func:`rules.select` in memory.
+    catalogue lists, become value lists; anything else is left to :func:`selection.select` in memory.
     """
     predicate: dict[str, tuple[str, ...]] = {}
     for name, values in side.where.items():

@@ -36,6 +36,15 @@ def test_the_parser_is_built_without_the_heavy_libraries():
     assert result.stdout.strip() == ""
 
 
+def test_reading_the_registers_and_layer_listings_needs_no_geometry_library():
+    # `conflicts list|show|runs|status` and `layers list|versions` start in ~1 s instead of ~2 s.
+    probe = ("import sys, spatial.conflicts.query, spatial.conflicts.listing, spatial.conflicts.lifecycle, "
+             "layers.store; print(' '.join(m for m in ('geopandas', 'pandas', 'shapely', 'numpy', 'pyarrow') "
+             "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
+
+
 def test_a_reader_that_stops_early_ends_the_command_quietly():
     with subprocess.Popen([sys.executable, "-m", "api.cli.main", "catalogue", "list", "--format", "json"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:

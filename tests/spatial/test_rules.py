@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from spatial.conflicts.rules import RULES_PATH, RulesError, harmonise, load_rules, select
+from spatial.conflicts.rules import RULES_PATH, RulesError, load_rules
+from spatial.conflicts.selection import harmonise, select
 
 RAW = yaml.safe_load(RULES_PATH.read_text(encoding="utf-8"))
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from layers.errors import InvalidInput
 from spatial.conflicts.export import export_conflicts
-from spatial.conflicts.register import Filters
+from spatial.conflicts.listing import Filters
 from spatial.conflicts.run import run_conflicts
 
 
