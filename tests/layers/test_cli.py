@@ -36,6 +36,13 @@ def test_the_parser_is_built_without_the_heavy_libraries():
     assert result.stdout.strip() == ""
 
 
+def test_the_tiles_seed_help_names_the_seeders_default_zoom():
+    # The parser does not import the seeder (see above), so the help repeats its default.
+    from viewer.tile_seed import DEFAULT_MAX_ZOOM
+
+    assert f"(default {DEFAULT_MAX_ZOOM})" in run("tiles", "seed", "--help").stdout
+
+
 def test_reading_the_registers_and_layer_listings_needs_no_geometry_library():
     # `conflicts list|show|runs|status` and `layers list|versions` start in ~1 s instead of ~2 s.
     probe = ("import sys, spatial.conflicts.query, spatial.conflicts.listing, spatial.conflicts.lifecycle, "
