@@ -28,12 +28,15 @@ def test_catalogue_validate_and_list_json():
     assert json.loads(listed.stdout) == load_catalogue().hierarchy()
 
 
+def imported(code: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has imported after running ``code``."""
+    probe = f"import sys; {code}; print(' '.join(m for m in {modules!r} if m in sys.modules))"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+
+
 def test_the_parser_is_built_without_the_heavy_libraries():
-    probe = ("import sys; from api.cli.main import build_parser; build_parser(); "
-             "print(' '.join(m for m in ('geopandas', 'pandas', 'shapely', 'sqlalchemy', 'psycopg', 'pyarrow', "
-             "'numpy', 'pydantic', 'jsonschema') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == ""
+    heavy = ("geopandas", "pandas", "shapely", "sqlalchemy", "psycopg", "pyarrow", "numpy", "pydantic", "jsonschema")
+    assert imported("from api.cli.main import build_parser; build_parser()", heavy) == []
 
 
 def test_the_tiles_seed_help_names_the_seeders_default_zoom():
@@ -45,11 +48,8 @@ def test_the_tiles_seed_help_names_the_seeders_default_zoom():
 
 def test_reading_the_registers_and_layer_listings_needs_no_geometry_library():
     # `conflicts list|show|runs|status` and `layers list|versions` start in ~1 s instead of ~2 s.
-    probe = ("import sys, spatial.conflicts.query, spatial.conflicts.listing, spatial.conflicts.lifecycle, "
-             "layers.store; print(' '.join(m for m in ('geopandas', 'pandas', 'shapely', 'numpy', 'pyarrow') "
-             "if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == ""
+    readers = "import spatial.conflicts.query, spatial.conflicts.listing, spatial.conflicts.lifecycle, layers.store"
+    assert imported(readers, ("geopandas", "pandas", "shapely", "numpy", "pyarrow")) == []
 
 
 def test_a_reader_that_stops_early_ends_the_command_quietly():
