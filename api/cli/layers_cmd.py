@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -154,17 +155,21 @@ def export(args) -> int:
     if minor.geometry_type == "raster":
         raise InvalidInput(f"layer {minor.code} is a raster layer: `blueprint layers versions {minor.code}` "
                            "names each version's GeoTIFF")
-    format_of(args.output, args.format)  # a bad file name fails before the work
+    fmt = format_of(args.output, args.format)  # a bad file name fails before the work
     settings = Settings()
+    progress = ProgressPrinter(f"layer {minor.code}")
+    started = time.perf_counter()
     engine = db.make_engine(settings, start=False)
     try:
         with engine.connect() as conn:
             chosen = store.chosen_version(conn, minor.code, number=args.version, as_of=parse_date(args.as_of))
+            progress(f"reading v{chosen.version} ({chosen.feature_count:,} features)", 0, 1)
             frame = frames.read_features(conn, version_id=chosen.id, srid=settings.storage.storage_srid)
     finally:
         engine.dispose()
-    write_frame(frame, args.output, fmt=args.format, layer=minor.code)
+    progress(f"writing {fmt}", 0, 1)
+    write_frame(frame, args.output, fmt=fmt, layer=minor.code)
     state = f"superseded {chosen.superseded_at:%Y-%m-%d}" if chosen.superseded_at else "current"
     print(f"wrote layer {minor.code} v{chosen.version} ({len(frame):,} features, valid from "
-          f"{chosen.valid_from:%Y-%m-%d}, {state}) to {args.output}")
+          f"{chosen.valid_from:%Y-%m-%d}, {state}) to {args.output} in {time.perf_counter() - started:.1f} s")
     return 0

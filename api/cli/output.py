@@ -13,7 +13,8 @@ def print_json(data) -> None:
 
 
 class ProgressPrinter:
-    """Prints `stage done/total` lines to stderr, at most a few per second."""
+    """Prints `stage done/total` lines to stderr: when a stage starts (done 0) and ends, and at most
+    a few a second between. A stage of total 1 or less is only named."""
 
     def __init__(self, label: str, *, interval: float = 0.5) -> None:
         self.label = label
@@ -22,8 +23,8 @@ class ProgressPrinter:
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         now = time.monotonic()
-        if done < total and now - self._last < self.interval:
+        if 0 < done < total and now - self._last < self.interval:
             return
         self._last = now
-        share = f" {100 * done / total:5.1f}%" if total else ""
-        print(f"  {self.label}: {stage} {done:,}/{total:,}{share}", file=sys.stderr, flush=True)
+        counts = f" {done:,}/{total:,} {100 * done / total:5.1f}%" if total > 1 else ""
+        print(f"  {self.label}: {stage}{counts}", file=sys.stderr, flush=True)

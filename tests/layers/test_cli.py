@@ -116,6 +116,8 @@ def test_layers_export_writes_the_current_or_an_earlier_version(empty_store, set
         result = run("layers", "export", "2301", "-o", str(out), *args, env=env)
         assert result.returncode == 0, result.stderr
         assert f"wrote layer 2301 v{version} ({len(source)} features" in result.stdout
+        assert result.stderr.splitlines() == [f"  layer 2301: reading v{version} ({len(source)} features)",
+                                              "  layer 2301: writing gpkg"]
         back = gpd.read_file(out, fid_as_index=True).sort_index()  # GDAL keeps "fid" as the GeoPackage key
         assert list(back.index) == list(source["fid"])
         assert back.crs.to_epsg() == 4548 and list(back["name"]) == list(source["name"])
@@ -128,3 +130,14 @@ def test_layers_export_writes_the_current_or_an_earlier_version(empty_store, set
         result = run("layers", "export", "2301", "-o", str(tmp_path / "bad.gpkg"), *args, env=env)
         assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
         assert not (tmp_path / "bad.gpkg").exists()
+
+
+def test_progress_prints_each_stage_start_and_end_and_throttles_between(capsys):
+    from api.cli.output import ProgressPrinter
+
+    progress = ProgressPrinter("f.gpkg", interval=3600)
+    for done in (0, 10, 20, 30):
+        progress("copy", done, 30)
+    progress("index", 0, 1)
+    assert capsys.readouterr().err.splitlines() == [
+        "  f.gpkg: copy 0/30   0.0%", "  f.gpkg: copy 30/30 100.0%", "  f.gpkg: index"]
