@@ -8,6 +8,7 @@ one sheet each of counts and areas by type and by district, for readers without 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import geopandas as gpd
@@ -94,19 +95,28 @@ def write_frame(frame: gpd.GeoDataFrame, path: str | Path, *, fmt: str | None = 
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise InvalidInput(f"cannot write {path}: folder {path.parent} does not exist")
-    if path.exists():
-        path.unlink()
-    if fmt == "gpkg":
-        kind = {"geometry_type": "MultiPolygon"} if len(frame) == 0 else {"promote_to_multi": True}
-        frame.to_file(path, driver="GPKG", layer=layer, engine="pyogrio", **kind)
-    elif fmt == "geojson":
-        frame.to_crs(4326).to_file(path, driver="GeoJSON", engine="pyogrio", RFC7946="YES",
-                                   WRITE_NAME="NO")
-    else:
-        if summaries is None and "rule" in frame.columns:
-            summaries = {"by type 按类型": _summary(frame, ["rule", "name_zh", "severity"]),
-                         "by district 按区县": _summary(frame, ["district", "district_name"])}
-        _write_xlsx(frame, path, layer, summaries or {})
+    # Written beside the target and renamed over it: a failed or interrupted export leaves no
+    # half-written file, and the file it would have replaced stays as it was.
+    partial = path.with_name(f".partial-{path.name}")
+    partial.unlink(missing_ok=True)
+    try:
+        if fmt == "gpkg":
+            kind = {"geometry_type": "MultiPolygon"} if len(frame) == 0 else {"promote_to_multi": True}
+            frame.to_file(partial, driver="GPKG", layer=layer, engine="pyogrio", **kind)
+        elif fmt == "geojson":
+            frame.to_crs(4326).to_file(partial, driver="GeoJSON", engine="pyogrio", RFC7946="YES",
+                                       WRITE_NAME="NO")
+        else:
+            if summaries is None and "rule" in frame.columns:
+                summaries = {"by type 按类型": _summary(frame, ["rule", "name_zh", "severity"]),
+                             "by district 按区县": _summary(frame, ["district", "district_name"])}
+            _write_xlsx(frame, partial, layer, summaries or {})
+        os.replace(partial, path)
+    except BaseException as exc:
+        partial.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise
     return path
 
 
@@ -144,4 +154,6 @@ def _excel(value):
         return value.item()
     if isinstance(value, pd.Timestamp):
         return value.isoformat()
+    if isinstance(value, dict | list | tuple):  # nested attributes of a GeoJSON source
+        return json.dumps(value, ensure_ascii=False, default=str)
     return value

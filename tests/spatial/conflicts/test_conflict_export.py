@@ -7,10 +7,11 @@ import json
 import geopandas as gpd
 import openpyxl
 import pytest
+import shapely
 import sqlalchemy as sa
 
 from layers.errors import InvalidInput
-from spatial.conflicts.export import export_conflicts
+from spatial.conflicts.export import export_conflicts, write_frame
 from spatial.conflicts.listing import Filters
 from spatial.conflicts.run import run_conflicts
 
@@ -67,3 +68,21 @@ def test_xlsx_has_conflicts_and_summaries(ran, empty_store, tmp_path):
 def test_bad_format_is_refused(ran, empty_store, tmp_path):
     with pytest.raises(InvalidInput, match="export format"), empty_store.connect() as conn:
         export_conflicts(conn, tmp_path / "c.csv")
+
+
+def test_a_failed_write_keeps_the_file_it_would_replace(tmp_path):
+    target = tmp_path / "out.gpkg"
+    target.write_bytes(b"the previous export")
+    # GeoPackage field names are case-insensitive: GDAL refuses the second column.
+    clash = gpd.GeoDataFrame({"a": [1], "A": [2]}, geometry=[shapely.box(0, 0, 1, 1)], crs=4548)
+    with pytest.raises(Exception, match="'A'"):
+        write_frame(clash, target)
+    assert target.read_bytes() == b"the previous export"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.gpkg"]  # no partial file left
+
+
+def test_nested_attributes_go_to_excel_as_json(tmp_path):
+    frame = gpd.GeoDataFrame({"zoning": [{"far": 2.5, "用途": "居住"}]}, geometry=[shapely.box(0, 0, 1, 1)], crs=4548)
+    write_frame(frame, tmp_path / "nested.xlsx")
+    sheet = openpyxl.load_workbook(tmp_path / "nested.xlsx")["features"]
+    assert json.loads(sheet["A2"].value) == {"far": 2.5, "用途": "居住"}
