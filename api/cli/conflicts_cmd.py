@@ -233,10 +233,10 @@ def synthesize(args) -> int:
     from layers.settings import Settings
     from spatial.blueprint import export_blueprint, unchanged_blueprint
     from spatial.blueprint import synthesize as build
-    from spatial.conflicts.export import format_of
+    from spatial.conflicts.export import checked_output
 
     if args.export:
-        format_of(args.export)  # a bad file name fails before the work
+        checked_output(args.export)  # a bad file name fails before the work
     settings = Settings()
     engine = db.make_engine(settings)
     try:

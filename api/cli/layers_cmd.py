@@ -148,14 +148,14 @@ def export(args) -> int:
     from layers import db, frames, store
     from layers.catalogue import load_catalogue
     from layers.settings import Settings
-    from spatial.conflicts.export import format_of, write_frame
+    from spatial.conflicts.export import checked_output, write_frame
     from spatial.site.request import parse_date
 
     minor = load_catalogue().minor(args.code)
     if minor.geometry_type == "raster":
         raise InvalidInput(f"layer {minor.code} is a raster layer: `blueprint layers versions {minor.code}` "
                            "names each version's GeoTIFF")
-    fmt = format_of(args.output, args.format)  # a bad file name fails before the work
+    fmt = checked_output(args.output, args.format)  # a bad file name fails before the work
     settings = Settings()
     progress = ProgressPrinter(f"layer {minor.code}")
     started = time.perf_counter()

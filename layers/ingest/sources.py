@@ -96,6 +96,8 @@ def check_local_file(path_text: str | Path) -> Path:
     if text.lower().startswith(NETWORK_PREFIXES) or "://" in text:
         raise InvalidInput(f"{text} is a network path: copy the file to this machine first")
     path = Path(text)
+    if path.is_dir():
+        raise InvalidInput(f"{text} is a folder: give the plan file in it")
     if not path.is_file():
         raise InvalidInput(f"{text}: no such file")
     if path.stat().st_size == 0:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
+from pyogrio.errors import DataSourceError
 
 from layers.errors import InvalidInput
 from spatial.conflicts.listing import ROW_KEYS, ROW_SQL, Filters, where_sql
@@ -25,12 +26,18 @@ from spatial.conflicts.rules import RuleSet, load_rules
 from spatial.conflicts.terms import EXPORT_FORMATS
 
 
-def format_of(path: str | Path, fmt: str | None = None) -> str:
-    """The export format: the one given, else the file suffix; ``InvalidInput`` if neither fits."""
+def checked_output(path: str | Path, fmt: str | None = None) -> str:
+    """The export format of an output file: the one given, else the file suffix. Checked before
+    any work: ``InvalidInput`` if neither names a format, or the file cannot be made there."""
     fmt = (fmt or Path(path).suffix.lstrip(".")).lower()
     fmt = {"json": "geojson", "xlsx": "xlsx", "gpkg": "gpkg", "geojson": "geojson"}.get(fmt, fmt)
     if fmt not in EXPORT_FORMATS:
         raise InvalidInput(f"export format must be one of {', '.join(EXPORT_FORMATS)}, not {fmt or 'none'!r}")
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InvalidInput(f"cannot write {path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise InvalidInput(f"cannot write {path}: it is a folder")
     return fmt
 
 
@@ -66,7 +73,7 @@ def export_conflicts(conn, path: str | Path, *, fmt: str | None = None, filters:
     ...     export_conflicts(conn, "conflicts.xlsx")
     412
     """
-    fmt = format_of(path, fmt)
+    fmt = checked_output(path, fmt)
     table = conflict_table(read_frame(conn, filters or Filters()), rules)
     write_frame(table, path, fmt=fmt, layer="conflicts")
     return len(table)
@@ -91,10 +98,8 @@ def write_frame(frame: gpd.GeoDataFrame, path: str | Path, *, fmt: str | None = 
     For Excel, ``summaries`` adds one sheet per entry; by default conflict frames get "by type"
     and "by district" sheets.
     """
-    fmt = format_of(path, fmt)
+    fmt = checked_output(path, fmt)
     path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise InvalidInput(f"cannot write {path}: folder {path.parent} does not exist")
     # Written beside the target and renamed over it: a failed or interrupted export leaves no
     # half-written file, and the file it would have replaced stays as it was.
     partial = path.with_name(f".partial-{path.name}")
@@ -114,8 +119,9 @@ def write_frame(frame: gpd.GeoDataFrame, path: str | Path, *, fmt: str | None = 
         os.replace(partial, path)
     except BaseException as exc:
         partial.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None
+        if isinstance(exc, OSError | DataSourceError):  # e.g. no room left, no permission
+            reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+            raise InvalidInput(f"cannot write {path}: {reason}") from None
         raise
     return path
 
@@ -127,6 +133,13 @@ def _summary(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def _write_xlsx(frame: gpd.GeoDataFrame, path: Path, sheet: str, summaries: dict[str, pd.DataFrame]) -> None:
+    # The file is opened first: a write-only workbook that cannot be saved leaves its sheets'
+    # row writers open, and they print tracebacks when collected.
+    with open(path, "wb") as out:
+        _fill_workbook(frame, sheet, summaries).save(out)
+
+
+def _fill_workbook(frame: gpd.GeoDataFrame, sheet: str, summaries: dict[str, pd.DataFrame]) -> Workbook:
     book = Workbook(write_only=True)
     table = pd.DataFrame(frame.drop(columns=frame.geometry.name))
     if len(frame):
@@ -137,7 +150,7 @@ def _write_xlsx(frame: gpd.GeoDataFrame, path: Path, sheet: str, summaries: dict
         ws.append([_bold(ws, str(column)) for column in data.columns])
         for row in data.itertuples(index=False):
             ws.append([_excel(v) for v in row])
-    book.save(path)
+    return book
 
 
 def _bold(ws, value: str) -> WriteOnlyCell:

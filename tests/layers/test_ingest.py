@@ -249,7 +249,8 @@ def test_a_raster_path_is_checked_as_a_vector_one(engine, settings, tmp_path):
     cases = {"/vsicurl/https://example.com/dem.tif": "is a network path",
              "https://example.com/dem.tif": "is a network path",
              "/vsizip/dem.zip/dem.tif": "is a network path",
-             str(tmp_path / "none.tif"): "no such file"}
+             str(tmp_path / "none.tif"): "no such file",
+             str(tmp_path): "is a folder: give the plan file in it"}
     for name in ("dem.vrt", "dem.tif"):  # a VRT by name, and one dressed as a GeoTIFF
         (tmp_path / name).write_text(vrt)
         cases[str(tmp_path / name)] = f"{name} is a GDAL virtual/remote dataset"

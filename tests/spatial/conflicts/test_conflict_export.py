@@ -86,3 +86,13 @@ def test_nested_attributes_go_to_excel_as_json(tmp_path):
     write_frame(frame, tmp_path / "nested.xlsx")
     sheet = openpyxl.load_workbook(tmp_path / "nested.xlsx")["features"]
     assert json.loads(sheet["A2"].value) == {"far": 2.5, "用途": "居住"}
+
+
+def test_an_output_that_cannot_be_made_is_refused_in_one_line(tmp_path):
+    frame = gpd.GeoDataFrame({"a": [1]}, geometry=[shapely.box(0, 0, 1, 1)], crs=4548)
+    for path, message in [(tmp_path / "none" / "x.gpkg", "folder .* does not exist"), (tmp_path, "it is a folder"),
+                          ("/proc/x.gpkg", "cannot write /proc/x.gpkg"), ("/proc/x.xlsx", "cannot write /proc/x.xlsx"),
+                          ("/proc/x.geojson", "cannot write /proc/x.geojson")]:
+        with pytest.raises(InvalidInput, match=message) as info:
+            write_frame(frame, path, fmt="gpkg" if path == tmp_path else None)
+        assert "\n" not in str(info.value)
