@@ -279,3 +279,33 @@ def test_reloading_the_same_file_is_unchanged_unless_forced(empty_store, setting
     assert not first.unchanged and again.unchanged and again.version_id == first.version_id
     assert "unchanged" in again.summary()
     assert forced.version == 2 and not forced.unchanged
+
+
+@pytest.mark.parametrize("suffix", [".gpkg", ".geojson", ".fgb"])
+def test_a_layer_reads_the_same_in_one_arrow_batch_or_many(tmp_path, monkeypatch, suffix):
+    from layers.ingest import sources
+
+    path = write(redline_frame(11), tmp_path / f"plan{suffix}")
+    monkeypatch.setattr(sources, "GDAL_BATCH_ROWS", 3)
+    read = {}
+    for name, budget in (("one", 1 << 30), ("many", 1)):  # a budget of 1 byte keeps GDAL's batches of 3
+        monkeypatch.setattr(sources, "ONE_BATCH_BYTES", budget)
+        source = sources.open_source(path)
+        assert sources._batch_rows(source, 11) == (11 if name == "one" else 3)
+        read[name] = sources.read_features(source)
+    one, many = read["one"], read["many"]
+    assert one.geometry.to_pylist() == many.geometry.to_pylist() and len(one.geometry) == 11
+    pd.testing.assert_frame_equal(one.attributes, many.attributes)
+    assert (one.fids is None) == (many.fids is None) and (one.fids is None or list(one.fids) == list(many.fids))
+
+
+def test_a_zipped_layer_keeps_gdals_batches(tmp_path):
+    from layers.ingest import sources
+
+    shp = write(redline_frame(3), tmp_path / "plan.shp")
+    archive = tmp_path / "plan.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for part in tmp_path.glob("plan.*"):
+            if part != archive:
+                zf.write(part, part.name)
+    assert shp.exists() and sources._batch_rows(sources.open_source(archive), 3) == sources.GDAL_BATCH_ROWS
