@@ -35,7 +35,8 @@ def read_features(conn: sa.Connection, *, version_id: int, srid: int,
     if not rows:
         return gpd.GeoDataFrame({"fid": pd.Series([], dtype="int64")}, geometry=gpd.GeoSeries([]),
                                 crs=f"EPSG:{srid}")
-    # Every props value was written by orjson (layers.ingest.copy_rows), so orjson reads it back.
+    # Ingest writes props with orjson (layers.ingest.copy_rows): finite doubles and 64-bit integers, which
+    # orjson reads back; a double PostgreSQL prints in full (1e20 as 100000000000000000000) stays a float.
     attributes = pd.DataFrame.from_records(orjson.loads("[" + ",".join(row[1] for row in rows) + "]"))
     geometry = shapely.from_wkb(np.fromiter((row[2] for row in rows), dtype=object, count=len(rows)))
     frame = gpd.GeoDataFrame(attributes, geometry=geometry, crs=f"EPSG:{srid}")

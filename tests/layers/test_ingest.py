@@ -309,3 +309,18 @@ def test_a_zipped_layer_keeps_gdals_batches(tmp_path):
             if part != archive:
                 zf.write(part, part.name)
     assert shp.exists() and sources._batch_rows(sources.open_source(archive), 3) == sources.GDAL_BATCH_ROWS
+
+
+def test_extreme_attribute_values_read_back_as_loaded(empty_store, settings):
+    from layers.catalogue import load_catalogue
+    from layers.ingest import load_frame
+
+    frame = redline_frame(3).assign(big_float=[1e20, 1e300, -2.5e-300], big_int=[2**63 - 1, -(2**63), 0],
+                                    nested=["a\"b\\c", "换行\n", None])
+    report = load_frame(empty_store, settings, frame, minor=load_catalogue().minor("2301"), source_name="x",
+                        checksum="x")
+    with empty_store.connect() as conn:
+        back = frames.read_features(conn, version_id=report.version_id, srid=4548).sort_values("fid")
+    assert back["big_float"].tolist() == [1e20, 1e300, -2.5e-300]
+    assert back["big_int"].tolist() == [2**63 - 1, -(2**63), 0]
+    assert back["nested"].tolist()[:2] == ["a\"b\\c", "换行\n"] and back["nested"].isna().tolist()[2]
