@@ -408,12 +408,11 @@ def _city(conn: sa.Connection, current: dict, srid: int) -> tuple[shapely.Geomet
 
 def export_blueprint(frame: gpd.GeoDataFrame, path: str | Path, *, fmt: str | None = None) -> Path:
     """Write a blueprint frame as GeoPackage, GeoJSON (EPSG:4326) or Excel."""
-    from spatial.conflicts.export import write_frame
+    from spatial.conflicts.export import checked_output, write_frame
 
+    frame = frame.assign(area_m2=frame.geometry.area)
     summaries = None
-    if (fmt or Path(path).suffix.lstrip(".")).lower() == "xlsx":
-        area = frame.assign(area_m2=frame.geometry.area)
-        summaries = {"by class 按用地": area.groupby(["unified_class", "control_level"])["area_m2"]
+    if checked_output(path, fmt) == "xlsx":
+        summaries = {"by class 按用地": frame.groupby(["unified_class", "control_level"])["area_m2"]
                      .agg(count="size", area_m2="sum").reset_index()}
-    return write_frame(frame.assign(area_m2=frame.geometry.area), path, fmt=fmt, layer="blueprint",
-                       summaries=summaries)
+    return write_frame(frame, path, fmt=fmt, layer="blueprint", summaries=summaries)

@@ -115,7 +115,7 @@ def load_layer(engine: Engine, settings: Settings, *, path: str | Path, layer_co
 
 def _unchanged_report(engine: Engine, code: str, checksum: str, source_name: str) -> LoadReport | None:
     with engine.connect() as conn:
-        current = store.current_versions(conn).get(code)
+        current = store.current_versions(conn, code).get(code)
     if current is None or current.source_checksum != checksum:
         return None
     return LoadReport(layer_code=code, version=current.version, version_id=current.id, source=source_name,

@@ -16,7 +16,7 @@ ROW_SQL = """
     c.b_layer, c.b_fid, c.run_id, c.last_run_id, c.a_version_id, c.b_version_id, c.closed_at
 """
 ROW_KEYS = ("id", "rule", "severity", "status", "area_m2", "district", "district_name", "a_layer", "a_fid",
-         "b_layer", "b_fid", "run_id", "last_run_id", "a_version_id", "b_version_id", "closed_at")
+            "b_layer", "b_fid", "run_id", "last_run_id", "a_version_id", "b_version_id", "closed_at")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class Filters:
 
 
 def where_sql(filters: Filters) -> tuple[str, dict]:
+    """The ``WHERE`` clause (empty when nothing is filtered) over ``conflict c`` and its parameters."""
     clauses, params = [], {}
     for column, value in (("rule", filters.rule), ("severity", filters.severity),
                           ("district_code", filters.district)):
@@ -72,8 +73,7 @@ def list_conflicts(conn, filters: Filters, *, page: int = 1, page_size: int = 10
     """
     where, params = where_sql(filters)
     total = conn.execute(sa.text(f"SELECT count(*) FROM conflict c{where}"), params).scalar_one()
-    digits = 8 if srid == 4326 else 3
-    geom_sql = f", ST_AsGeoJSON(ST_Transform(c.geom, {int(srid)}), {digits})" if geometry else ""
+    geom_sql = f", {_geojson_sql(srid)}" if geometry else ""
     rows = conn.execute(sa.text(
         f"""
         SELECT {ROW_SQL}{geom_sql} FROM conflict c{where}
@@ -82,8 +82,7 @@ def list_conflicts(conn, filters: Filters, *, page: int = 1, page_size: int = 10
         """), {**params, "limit": page_size, "offset": (page - 1) * page_size}).all()
     items = []
     for row in rows:
-        item = dict(zip(ROW_KEYS, row[:len(ROW_KEYS)], strict=True))
-        item["closed_at"] = item["closed_at"].isoformat() if item["closed_at"] else None
+        item = _item(row)
         if geometry:
             item["geometry"] = json.loads(row[len(ROW_KEYS)])
         items.append(item)
@@ -92,17 +91,28 @@ def list_conflicts(conn, filters: Filters, *, page: int = 1, page_size: int = 10
 
 def get_conflict(conn, conflict_id: int, *, srid: int = 4326) -> dict | None:
     """One conflict with its source attributes and geometry, or None."""
-    digits = 8 if srid == 4326 else 3
     row = conn.execute(sa.text(
-        f"SELECT {ROW_SQL}, c.a_attrs, c.b_attrs, ST_AsGeoJSON(ST_Transform(c.geom, {int(srid)}), {digits}) "
-        "FROM conflict c WHERE c.id = :id"), {"id": conflict_id}).first()
+        f"SELECT {ROW_SQL}, c.a_attrs, c.b_attrs, {_geojson_sql(srid)} FROM conflict c WHERE c.id = :id"),
+        {"id": conflict_id}).first()
     if row is None:
         return None
-    item = dict(zip(ROW_KEYS, row[:len(ROW_KEYS)], strict=True))
-    item["closed_at"] = item["closed_at"].isoformat() if item["closed_at"] else None
+    item = _item(row)
     item["a_attrs"], item["b_attrs"] = row[len(ROW_KEYS)], row[len(ROW_KEYS) + 1]
     item["geometry"] = json.loads(row[len(ROW_KEYS) + 2])
     return item
+
+
+def _item(row) -> dict:
+    """The :data:`ROW_KEYS` of a register row, ``closed_at`` as ISO text."""
+    item = dict(zip(ROW_KEYS, row[:len(ROW_KEYS)], strict=True))
+    item["closed_at"] = item["closed_at"].isoformat() if item["closed_at"] else None
+    return item
+
+
+def _geojson_sql(srid: int) -> str:
+    """The conflict's geometry as GeoJSON in ``srid``: 8 decimals of a degree, else mm."""
+    digits = 8 if srid == 4326 else 3
+    return f"ST_AsGeoJSON(ST_Transform(c.geom, {int(srid)}), {digits})"
 
 
 _RUN = "id, started_at, finished_at, rules_checksum, versions, timings, summary, not_evaluated"
